@@ -1,0 +1,59 @@
+// tapeloop serve --listen HOST:PORT --db PATH
+// Serves the gRPC API until SIGINT or SIGTERM, then shuts down cleanly (in-flight calls get a
+// grace period, the database is closed). Start-up errors print one line and exit with code 2.
+#include <signal.h>
+
+#include <iostream>
+#include <thread>
+
+#include "cli/args.h"
+#include "cli/command.h"
+#include "server/server.h"
+
+namespace tapeloop::cli {
+namespace {
+
+int RunServe(int argc, char** argv) {
+  Args args(argc, argv, {"help"});
+  if (args.Bool("help")) {
+    std::cout << "usage: tapeloop serve [--listen 127.0.0.1:7070] [--db tapeloop.db]\n"
+                 "  --listen  HOST:PORT to serve gRPC on (port 0 picks a free port)\n"
+                 "  --db      SQLite database file (created if absent)\n";
+    return 0;
+  }
+  server::ServerOptions options;
+  options.listen = args.String("listen", options.listen);
+  options.db_path = args.String("db", options.db_path);
+  if (auto status = args.Finish(); !status.ok()) return Fail("serve", status, 2);
+
+  // Block the shutdown signals in every thread (gRPC's included); one thread waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto server = server::Server::Start(options);
+  if (!server.ok()) return Fail("serve", server.status(), 2);
+  std::cout << "tapeloop serve: listening on " << options.listen.substr(0, options.listen.rfind(':'))
+            << ":" << (*server)->port() << " (db " << options.db_path << ")" << std::endl;
+
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    std::cout << "tapeloop serve: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
+              << ", shutting down" << std::endl;
+    (*server)->Shutdown();
+  });
+  (*server)->Wait();
+  waiter.join();
+  std::cout << "tapeloop serve: stopped" << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+TAPELOOP_REGISTER_COMMAND("serve", "serve the gRPC API (sessions, agents, tools, evaluation)",
+                          RunServe);
+
+}  // namespace tapeloop::cli

@@ -1,0 +1,79 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/server_info_service.h"
+
+namespace tapeloop::server {
+
+absl::Status ValidateListenAddress(const std::string& listen) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen '", listen, "': expected HOST:PORT, e.g. 127.0.0.1:7070"));
+  }
+  std::string host = listen.substr(0, colon);
+  std::string port_text = listen.substr(colon + 1);
+  int port;
+  if (!absl::SimpleAtoi(port_text, &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen '", listen, "': port '", port_text, "' is not in 0..65535"));
+  }
+  if (host.front() == '[' && host.back() != ']') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen '", listen, "': unterminated IPv6 bracket"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
+  RETURN_IF_ERROR(ValidateListenAddress(options.listen));
+  std::unique_ptr<Server> server(new Server());
+  ASSIGN_OR_RETURN(server->db_, store::Database::Open(options.db_path));
+  ASSIGN_OR_RETURN(int schema, server->db_->SchemaVersion());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default, which lets a second server silently share a port.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &server->port_);
+  server->services_.push_back(std::make_unique<ServerInfoService>(schema));
+  for (auto& service : server->services_) builder.RegisterService(service.get());
+  server->grpc_server_ = builder.BuildAndStart();
+  if (server->grpc_server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen,
+                     ": the address is in use or not an address of this machine"));
+  }
+  auto* health = server->grpc_server_->GetHealthCheckService();
+  health->SetServingStatus(true);
+  for (const char* name : {tapeloop::v1::Server::service_full_name()}) {
+    health->SetServingStatus(name, true);
+  }
+  return server;
+}
+
+Server::~Server() { Shutdown(std::chrono::milliseconds(0)); }
+
+void Server::Wait() {
+  if (grpc_server_ != nullptr) grpc_server_->Wait();
+}
+
+void Server::Shutdown(std::chrono::milliseconds grace) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (grpc_server_ != nullptr) {
+    grpc_server_->GetHealthCheckService()->SetServingStatus(false);
+    grpc_server_->Shutdown(std::chrono::system_clock::now() + grace);
+  }
+  db_.reset();
+}
+
+}  // namespace tapeloop::server

@@ -1,0 +1,27 @@
+// tapeloop.v1.Server: GetServerInfo (version, CUDA build and visibility, uptime, DB schema).
+#ifndef TAPELOOP_SERVER_SERVER_INFO_SERVICE_H_
+#define TAPELOOP_SERVER_SERVER_INFO_SERVICE_H_
+
+#include <chrono>
+
+#include "tapeloop/v1/server.grpc.pb.h"
+
+namespace tapeloop::server {
+
+class ServerInfoService final : public tapeloop::v1::Server::CallbackService {
+ public:
+  explicit ServerInfoService(int db_schema_version);
+
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
+                                          const tapeloop::v1::GetServerInfoRequest* request,
+                                          tapeloop::v1::ServerInfo* response) override;
+
+ private:
+  const std::chrono::steady_clock::time_point started_;
+  const int db_schema_version_;
+  const bool gpu_visible_;
+};
+
+}  // namespace tapeloop::server
+
+#endif  // TAPELOOP_SERVER_SERVER_INFO_SERVICE_H_

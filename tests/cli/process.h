@@ -1,0 +1,107 @@
+// Runs the tapeloop binary as a child process for CLI tests: its stdout and stderr are read
+// through pipes, and it can be signalled and reaped.
+#ifndef TAPELOOP_TESTS_CLI_PROCESS_H_
+#define TAPELOOP_TESTS_CLI_PROCESS_H_
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace tapeloop::testing {
+
+inline std::string TapeloopBinary() { return std::string(TAPELOOP_BINARY_DIR) + "/bin/tapeloop"; }
+
+class Process {
+ public:
+  explicit Process(std::vector<std::string> args) {
+    int out[2], err[2];
+    if (pipe(out) != 0 || pipe(err) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], 1);
+      dup2(err[1], 2);
+      close(out[0]);
+      close(err[0]);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    out_ = out[0];
+    err_ = err[0];
+  }
+  ~Process() {
+    if (pid_ > 0 && !reaped_) {
+      kill(pid_, SIGKILL);
+      Wait();
+    }
+    if (out_ >= 0) close(out_);
+    if (err_ >= 0) close(err_);
+  }
+
+  // Reads stdout until a line containing `needle` arrives or the timeout passes; returns the
+  // line ("" on timeout or EOF).
+  std::string WaitForLine(const std::string& needle, std::chrono::seconds timeout) {
+    auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      size_t nl;
+      while ((nl = stdout_.find('\n')) != std::string::npos) {
+        std::string line = stdout_.substr(0, nl);
+        stdout_.erase(0, nl + 1);
+        seen_ += line + "\n";
+        if (line.find(needle) != std::string::npos) return line;
+      }
+      if (!ReadSome(out_, &stdout_, 100)) break;
+    }
+    return "";
+  }
+
+  void Signal(int sig) { kill(pid_, sig); }
+
+  // Waits for exit, draining both pipes; returns the exit code (128+signal when killed).
+  int Wait() {
+    while (ReadSome(out_, &stdout_, 50) || ReadSome(err_, &stderr_, 50)) {
+    }
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    reaped_ = true;
+    while (ReadSome(out_, &stdout_, 0) || ReadSome(err_, &stderr_, 0)) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  std::string all_stdout() const { return seen_ + stdout_; }
+  const std::string& stderr_text() const { return stderr_; }
+  pid_t pid() const { return pid_; }
+
+ private:
+  // Reads what is available within `ms`; false at EOF or when nothing arrived.
+  static bool ReadSome(int fd, std::string* into, int ms) {
+    if (fd < 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, ms) <= 0) return false;
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) return false;
+    into->append(buf, n);
+    return true;
+  }
+
+  pid_t pid_ = -1;
+  int out_ = -1, err_ = -1;
+  bool reaped_ = false;
+  std::string stdout_, stderr_, seen_;
+};
+
+}  // namespace tapeloop::testing
+
+#endif  // TAPELOOP_TESTS_CLI_PROCESS_H_
