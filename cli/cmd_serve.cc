@@ -17,13 +17,31 @@ int RunServe(int argc, char** argv) {
   Args args(argc, argv, {"help"});
   if (args.Bool("help")) {
     std::cout << "usage: tapeloop serve [--listen 127.0.0.1:7070] [--db tapeloop.db]\n"
-                 "  --listen  HOST:PORT to serve gRPC on (port 0 picks a free port)\n"
-                 "  --db      SQLite database file (created if absent)\n";
+                 "                      [--api-keys-file F | --api-key KEY=PRINCIPAL,...]\n"
+                 "                      [--tls-cert PEM --tls-key PEM]\n"
+                 "  --listen         HOST:PORT to serve gRPC on (port 0 picks a free port);\n"
+                 "                   without API keys only loopback addresses are allowed\n"
+                 "  --db             SQLite database file (created if absent)\n"
+                 "  --api-keys-file  lines of `KEY PRINCIPAL`; callers send\n"
+                 "                   `authorization: Bearer KEY`\n"
+                 "  --tls-cert/key   serve TLS from these PEM files\n";
     return 0;
   }
   server::ServerOptions options;
   options.listen = args.String("listen", options.listen);
   options.db_path = args.String("db", options.db_path);
+  options.tls_cert_path = args.String("tls-cert", "");
+  options.tls_key_path = args.String("tls-key", "");
+  if (auto file = args.Get("api-keys-file")) {
+    auto keys = server::ApiKeys::FromFile(*file);
+    if (!keys.ok()) return Fail("serve", keys.status(), 2);
+    options.api_keys.Merge(*keys);
+  }
+  if (auto flag = args.Get("api-key")) {
+    auto keys = server::ApiKeys::FromFlag(*flag);
+    if (!keys.ok()) return Fail("serve", keys.status(), 2);
+    options.api_keys.Merge(*keys);
+  }
   if (auto status = args.Finish(); !status.ok()) return Fail("serve", status, 2);
 
   // Block the shutdown signals in every thread (gRPC's included); one thread waits for them.

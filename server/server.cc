@@ -4,6 +4,9 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <fstream>
+#include <sstream>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -31,9 +34,47 @@ absl::Status ValidateListenAddress(const std::string& listen) {
   return absl::OkStatus();
 }
 
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(what, " ", path, ": cannot open"));
+  std::stringstream text;
+  text << in.rdbuf();
+  if (text.str().find("-----BEGIN") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " ", path, ": not a PEM file"));
+  }
+  return text.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
+    const ServerOptions& options) {
+  if (options.tls_cert_path.empty() && options.tls_key_path.empty()) {
+    return grpc::InsecureServerCredentials();
+  }
+  if (options.tls_cert_path.empty() || options.tls_key_path.empty()) {
+    return absl::InvalidArgumentError("TLS needs both --tls-cert and --tls-key");
+  }
+  grpc::SslServerCredentialsOptions ssl;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(options.tls_cert_path, "--tls-cert"));
+  ASSIGN_OR_RETURN(pair.private_key, ReadPem(options.tls_key_path, "--tls-key"));
+  ssl.pem_key_cert_pairs.push_back(pair);
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
   RETURN_IF_ERROR(ValidateListenAddress(options.listen));
+  if (options.api_keys.empty() && !IsLoopbackListen(options.listen)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "refusing to listen on ", options.listen,
+        " without API keys: give --api-keys-file (or --api-key), or listen on 127.0.0.1"));
+  }
+  ASSIGN_OR_RETURN(auto credentials, MakeCredentials(options));
   std::unique_ptr<Server> server(new Server());
+  server->keys_ = options.api_keys;
   ASSIGN_OR_RETURN(server->db_, store::Database::Open(options.db_path));
   ASSIGN_OR_RETURN(int schema, server->db_->SchemaVersion());
 
@@ -42,8 +83,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   grpc::ServerBuilder builder;
   // gRPC sets SO_REUSEPORT by default, which lets a second server silently share a port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &server->port_);
-  server->services_.push_back(std::make_unique<ServerInfoService>(schema));
+  builder.AddListeningPort(options.listen, credentials, &server->port_);
+  server->services_.push_back(std::make_unique<ServerInfoService>(schema, &server->keys_));
   for (auto& service : server->services_) builder.RegisterService(service.get());
   server->grpc_server_ = builder.BuildAndStart();
   if (server->grpc_server_ == nullptr || server->port_ == 0) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/auth.h"
 #include "store/database.h"
 
 namespace grpc {
@@ -29,6 +30,11 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:7070";
   // SQLite file; created if absent.
   std::string db_path = "tapeloop.db";
+  // With no keys every caller is "local" and only loopback addresses may be listened on.
+  ApiKeys api_keys;
+  // PEM files; both set enables TLS, neither keeps plaintext.
+  std::string tls_cert_path;
+  std::string tls_key_path;
 };
 
 // Validates a listen address ("host:port", "[v6]:port"); INVALID_ARGUMENT naming what is wrong.
@@ -36,7 +42,8 @@ absl::Status ValidateListenAddress(const std::string& listen);
 
 class Server {
  public:
-  // Errors: INVALID_ARGUMENT for a malformed listen address, UNAVAILABLE when the address
+  // Errors: INVALID_ARGUMENT for a malformed listen address or TLS files, FAILED_PRECONDITION
+  // for a non-loopback address without API keys, UNAVAILABLE when the address
   // cannot be bound or the database cannot be opened, FAILED_PRECONDITION for a database newer
   // than this binary.
   static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
@@ -53,6 +60,7 @@ class Server {
 
  private:
   Server() = default;
+  ApiKeys keys_;
   std::unique_ptr<store::Database> db_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
   std::unique_ptr<grpc::Server> grpc_server_;

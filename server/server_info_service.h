@@ -4,13 +4,15 @@
 
 #include <chrono>
 
+#include "server/auth.h"
 #include "tapeloop/v1/server.grpc.pb.h"
 
 namespace tapeloop::server {
 
 class ServerInfoService final : public tapeloop::v1::Server::CallbackService {
  public:
-  explicit ServerInfoService(int db_schema_version);
+  // `keys` must outlive the service.
+  ServerInfoService(int db_schema_version, const ApiKeys* keys);
 
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
                                           const tapeloop::v1::GetServerInfoRequest* request,
@@ -20,6 +22,7 @@ class ServerInfoService final : public tapeloop::v1::Server::CallbackService {
   const std::chrono::steady_clock::time_point started_;
   const int db_schema_version_;
   const bool gpu_visible_;
+  const ApiKeys* keys_;
 };
 
 }  // namespace tapeloop::server
