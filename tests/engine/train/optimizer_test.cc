@@ -1,0 +1,103 @@
+#include "engine/train/optimizer.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "engine/train/params.h"
+#include "engine/train/rng.h"
+
+namespace tapeloop::engine::train {
+namespace {
+
+ParamTable TwoTensors() {
+  return ParamTable({ParamSpec{"w", {3, 4}, InitNormal(1.f), true},
+                     ParamSpec{"norm", {5}, InitConstant(1.f), false}});
+}
+
+// A direct double-precision transcription of torch.optim.AdamW's update.
+TEST(AdamW, MatchesReferenceUpdateOverSeveralSteps) {
+  ParamTable table = TwoTensors();
+  Rng rng(3);
+  std::vector<float> p = table.Initialize(rng);
+  std::vector<double> ref(p.begin(), p.end()), m(p.size(), 0), v(p.size(), 0);
+  AdamW opt(table, AdamWConfig{0.9f, 0.95f, 1e-8f, 0.1f, false});
+  for (int step = 1; step <= 5; ++step) {
+    std::vector<float> g(p.size());
+    rng.FillNormal(g, 0.5f);
+    const float lr = 0.01f * step;
+    opt.Step(p, g, lr);
+    for (size_t j = 0; j < p.size(); ++j) {
+      const bool decay = j < 12;
+      if (decay) ref[j] *= 1.0 - double{lr} * 0.1;
+      m[j] = 0.9 * m[j] + 0.1 * g[j];
+      v[j] = 0.95 * v[j] + 0.05 * double{g[j]} * g[j];
+      const double mh = m[j] / (1 - std::pow(0.9, step));
+      const double vh = v[j] / (1 - std::pow(0.95, step));
+      ref[j] -= lr * mh / (std::sqrt(vh) + 1e-8);
+    }
+  }
+  for (size_t j = 0; j < p.size(); ++j) EXPECT_NEAR(p[j], ref[j], 1e-5) << j;
+  EXPECT_EQ(opt.step(), 5);
+}
+
+TEST(AdamW, NoDecayOnNormsUnlessDecayAll) {
+  ParamTable table = TwoTensors();
+  std::vector<float> zero_grad(table.total(), 0.f);
+  for (bool decay_all : {false, true}) {
+    std::vector<float> p(table.total(), 2.f);
+    AdamW opt(table, AdamWConfig{0.9f, 0.95f, 1e-8f, 0.5f, decay_all});
+    opt.Step(p, zero_grad, 0.1f);
+    EXPECT_FLOAT_EQ(p[0], 2.f * (1 - 0.05f));
+    EXPECT_FLOAT_EQ(p[12], decay_all ? 2.f * (1 - 0.05f) : 2.f);
+  }
+}
+
+TEST(ClipGradNorm, ScalesOnlyAboveMax) {
+  std::vector<float> g = {3.f, 4.f};
+  EXPECT_NEAR(ClipGradNorm(g, 10.0), 5.0, 1e-12);
+  EXPECT_FLOAT_EQ(g[0], 3.f);
+  EXPECT_NEAR(ClipGradNorm(g, 1.0), 5.0, 1e-12);
+  EXPECT_NEAR(GradNorm(g), 1.0, 1e-6);
+  EXPECT_NEAR(g[0] / g[1], 0.75, 1e-6);
+}
+
+TEST(WarmupCosineLr, MatchesPrototypeLambda) {
+  const int64_t S = 400;
+  for (int64_t s : {0, 1, 50, 99, 100, 250, 399, 400, 500}) {
+    const double expect = 2e-3 * std::min(1.0, (s + 1) / 100.0) * 0.5 *
+                          (1 + std::cos(M_PI * std::min(s, S) / double(S)));
+    EXPECT_NEAR(WarmupCosineLr(2e-3, s, 100, S), expect, 1e-15) << s;
+  }
+  EXPECT_NEAR(WarmupCosineLr(1.0, 0, 100, S), 0.01, 1e-12);
+  EXPECT_NEAR(WarmupCosineLr(1.0, S, 100, S), 0.0, 1e-12);
+}
+
+TEST(Rng, DeterministicAndRoughlyNormal) {
+  Rng a(42), b(42), c(43);
+  EXPECT_EQ(a.Next(), b.Next());
+  EXPECT_NE(a.Next(), c.Next());
+  Rng r(1);
+  double s = 0, s2 = 0;
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) {
+    const double x = r.Normal();
+    s += x;
+    s2 += x * x;
+  }
+  EXPECT_NEAR(s / n, 0.0, 0.03);
+  EXPECT_NEAR(s2 / n, 1.0, 0.05);
+  auto st = r.state();
+  const uint64_t next = r.Next();
+  r.set_state(st);
+  EXPECT_EQ(r.Next(), next);
+  for (int i = 0; i < 1000; ++i) {
+    const int64_t k = r.UniformInt(1, 5);
+    ASSERT_GE(k, 1);
+    ASSERT_LE(k, 5);
+  }
+}
+
+}  // namespace
+}  // namespace tapeloop::engine::train
