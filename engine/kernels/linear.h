@@ -1,0 +1,24 @@
+// Linear layer kernel: y[r, :] = x[r, :] @ w^T + b, the layout of torch.nn.Linear.
+//
+// LinearForwardRef is the CPU backend (OpenBLAS sgemm / sgemv); a CUDA version (cuBLAS) can sit
+// beside it with the same signature. Thread-safe; OpenBLAS uses its own threads.
+#ifndef TAPELOOP_ENGINE_KERNELS_LINEAR_H_
+#define TAPELOOP_ENGINE_KERNELS_LINEAR_H_
+
+#include <cstdint>
+
+namespace tapeloop::engine {
+
+// y: f32 [rows, out] (must not alias x); x: f32 [rows, in]; w: f32 [out, in];
+// b: f32 [out] or nullptr. rows may be 0.
+void LinearForwardRef(float* y, const float* x, const float* w, const float* b, int64_t rows,
+                      int64_t in, int64_t out);
+
+// General row-major C[M, N] = alpha * op(A) @ op(B) + beta * C with leading dimensions, for the
+// layers' inner products (attention scores, SSD chunks). op = transpose when trans_* is true.
+void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+}  // namespace tapeloop::engine
+
+#endif  // TAPELOOP_ENGINE_KERNELS_LINEAR_H_

@@ -1,0 +1,249 @@
+#include "engine/layers/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "engine/check.h"
+#include "engine/kernels/linear.h"
+#include "engine/parallel.h"
+
+namespace tapeloop::engine {
+namespace {
+
+// Grows an unbounded cache so that it holds at least `rows` rows (amortized doubling).
+void Reserve(std::vector<float>* buf, int64_t rows, int64_t width) {
+  const size_t need = static_cast<size_t>(rows * width);
+  if (buf->size() >= need) return;
+  buf->resize(std::max(need, buf->size() * 2));
+}
+
+// Softmax of one row of scores restricted to [lo, hi), scaled in place; entries outside are 0.
+void MaskedSoftmax(float* row, int64_t lo, int64_t hi, int64_t n) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = lo; j < hi; ++j) mx = std::max(mx, row[j]);
+  double sum = 0.0;
+  for (int64_t j = lo; j < hi; ++j) {
+    row[j] = std::exp(row[j] - mx);
+    sum += row[j];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
+  for (int64_t j = lo; j < hi; ++j) row[j] *= inv;
+  for (int64_t j = hi; j < n; ++j) row[j] = 0.0f;
+}
+
+}  // namespace
+
+std::vector<ParamSpec> AttentionParamSpecs(const AttentionDims& d) {
+  std::vector<ParamSpec> s = {
+      {"q_proj.weight", {d.q_dim(), d.dim}, Init::kNormal},
+      {"k_proj.weight", {d.kv_dim(), d.dim}, Init::kNormal},
+      {"v_proj.weight", {d.kv_dim(), d.dim}, Init::kNormal},
+      {"o_proj.weight", {d.dim, d.q_dim()}, Init::kNormal},
+  };
+  if (d.bias) {
+    s.push_back({"q_proj.bias", {d.q_dim()}, Init::kZeros});
+    s.push_back({"k_proj.bias", {d.kv_dim()}, Init::kZeros});
+    s.push_back({"v_proj.bias", {d.kv_dim()}, Init::kZeros});
+    s.push_back({"o_proj.bias", {d.dim}, Init::kZeros});
+  }
+  return s;
+}
+
+AttentionWeights BindAttentionWeights(const AttentionDims& d, const ParamLookup& lookup) {
+  AttentionWeights w;
+  w.q_w = lookup("q_proj.weight");
+  w.k_w = lookup("k_proj.weight");
+  w.v_w = lookup("v_proj.weight");
+  w.o_w = lookup("o_proj.weight");
+  if (d.bias) {
+    w.q_b = lookup("q_proj.bias");
+    w.k_b = lookup("k_proj.bias");
+    w.v_b = lookup("v_proj.bias");
+    w.o_b = lookup("o_proj.bias");
+  }
+  return w;
+}
+
+void ApplyRope(float* x, int64_t rows, int64_t ld, int heads, int head_dim, int64_t pos0, double theta) {
+  const int half = head_dim / 2;
+  std::vector<float> inv_freq(half);
+  for (int i = 0; i < half; ++i) {
+    // As HF: computed in f32 from an f32 exponent.
+    inv_freq[i] = static_cast<float>(1.0 / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim)));
+  }
+  std::vector<float> cs(half), sn(half);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float pos = static_cast<float>(pos0 + r);
+    for (int i = 0; i < half; ++i) {
+      const float f = pos * inv_freq[i];
+      cs[i] = std::cos(f);
+      sn[i] = std::sin(f);
+    }
+    for (int h = 0; h < heads; ++h) {
+      float* v = x + r * ld + static_cast<int64_t>(h) * head_dim;
+      for (int i = 0; i < half; ++i) {
+        const float a = v[i], b = v[i + half];
+        v[i] = a * cs[i] - b * sn[i];
+        v[i + half] = b * cs[i] + a * sn[i];
+      }
+    }
+  }
+}
+
+void AttentionForward(const AttentionDims& d, const AttentionWeights& w, const float* x, int64_t T,
+                      float* out, KvCache* cache, AttentionSaved* saved) {
+  const int64_t qd = d.q_dim(), kvd = d.kv_dim(), hd = d.head_dim;
+  const int64_t pos0 = cache->tokens;
+  const int64_t W = d.window;
+  std::vector<float> q(T * qd), k(T * kvd), v(T * kvd);  // f32 [T, Hq*hd], [T, Hkv*hd] x2
+  LinearForwardRef(q.data(), x, w.q_w, w.q_b, T, d.dim, qd);
+  LinearForwardRef(k.data(), x, w.k_w, w.k_b, T, d.dim, kvd);
+  LinearForwardRef(v.data(), x, w.v_w, w.v_b, T, d.dim, kvd);
+  if (d.use_rope) {
+    ApplyRope(q.data(), T, qd, d.num_heads, d.head_dim, pos0, d.rope_theta);
+    ApplyRope(k.data(), T, kvd, d.num_kv_heads, d.head_dim, pos0, d.rope_theta);
+  }
+
+  // Keys and values attended over, in position order: the cached ones a query of this call can
+  // see, then the new ones. For a full cache that is the cache itself after appending.
+  const float* keys;
+  const float* values;
+  int64_t n_old;
+  std::vector<float> ks, vs;  // f32 [n_old + T, Hkv*hd] (windowed only)
+  if (W <= 0) {
+    Reserve(&cache->k, pos0 + T, kvd);
+    Reserve(&cache->v, pos0 + T, kvd);
+    std::memcpy(cache->k.data() + pos0 * kvd, k.data(), sizeof(float) * T * kvd);
+    std::memcpy(cache->v.data() + pos0 * kvd, v.data(), sizeof(float) * T * kvd);
+    keys = cache->k.data();
+    values = cache->v.data();
+    n_old = pos0;
+  } else {
+    n_old = std::min(pos0, W - 1);
+    ks.resize((n_old + T) * kvd);
+    vs.resize((n_old + T) * kvd);
+    for (int64_t i = 0; i < n_old; ++i) {
+      const int64_t row = (pos0 - n_old + i) % W;
+      std::memcpy(ks.data() + i * kvd, cache->k.data() + row * kvd, sizeof(float) * kvd);
+      std::memcpy(vs.data() + i * kvd, cache->v.data() + row * kvd, sizeof(float) * kvd);
+    }
+    std::memcpy(ks.data() + n_old * kvd, k.data(), sizeof(float) * T * kvd);
+    std::memcpy(vs.data() + n_old * kvd, v.data(), sizeof(float) * T * kvd);
+    keys = ks.data();
+    values = vs.data();
+  }
+  const int64_t S = n_old + T;
+  const int group = d.num_heads / d.num_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  std::vector<float> attn(T * qd);  // f32 [T, Hq*hd]
+  ParallelFor(d.num_heads, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<float> scores(T * S);  // f32 [T, S]
+    for (int64_t h = h0; h < h1; ++h) {
+      const int64_t kvh = h / group;
+      Gemm(false, true, T, S, hd, scale, q.data() + h * hd, qd, keys + kvh * hd, kvd, 0.0f,
+           scores.data(), S);
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t hi = n_old + t + 1;
+        const int64_t lo = W > 0 ? std::max<int64_t>(0, hi - W) : 0;
+        MaskedSoftmax(scores.data() + t * S, lo, hi, S);
+      }
+      Gemm(false, false, T, hd, S, 1.0f, scores.data(), S, values + kvh * hd, kvd, 0.0f,
+           attn.data() + h * hd, qd);
+    }
+  });
+  if (W > 0) {
+    if (static_cast<int64_t>(cache->k.size()) < W * kvd) {
+      cache->k.resize(W * kvd);
+      cache->v.resize(W * kvd);
+    }
+    for (int64_t t = std::max<int64_t>(0, T - W); t < T; ++t) {
+      const int64_t row = (pos0 + t) % W;
+      std::memcpy(cache->k.data() + row * kvd, k.data() + t * kvd, sizeof(float) * kvd);
+      std::memcpy(cache->v.data() + row * kvd, v.data() + t * kvd, sizeof(float) * kvd);
+    }
+  }
+  cache->tokens = pos0 + T;
+  if (saved) {
+    saved->q = q;
+    saved->k.assign(keys, keys + S * kvd);
+    saved->v.assign(values, values + S * kvd);
+    saved->attn = attn;
+    saved->first_key_position = pos0 - n_old;
+  }
+  LinearForwardRef(out, attn.data(), w.o_w, w.o_b, T, qd, d.dim);
+}
+
+void AttentionStep(const AttentionDims& d, const AttentionWeights& w, const float* x, int64_t B,
+                   float* out, KvCache* const* caches) {
+  const int64_t qd = d.q_dim(), kvd = d.kv_dim(), hd = d.head_dim;
+  const int64_t W = d.window;
+  std::vector<float> q(B * qd), k(B * kvd), v(B * kvd);  // f32 [B, Hq*hd], [B, Hkv*hd] x2
+  LinearForwardRef(q.data(), x, w.q_w, w.q_b, B, d.dim, qd);
+  LinearForwardRef(k.data(), x, w.k_w, w.k_b, B, d.dim, kvd);
+  LinearForwardRef(v.data(), x, w.v_w, w.v_b, B, d.dim, kvd);
+  for (int64_t b = 0; b < B; ++b) {
+    KvCache* c = caches[b];
+    const int64_t pos = c->tokens;
+    if (d.use_rope) {
+      ApplyRope(q.data() + b * qd, 1, qd, d.num_heads, d.head_dim, pos, d.rope_theta);
+      ApplyRope(k.data() + b * kvd, 1, kvd, d.num_kv_heads, d.head_dim, pos, d.rope_theta);
+    }
+    int64_t row;
+    if (W > 0) {
+      if (static_cast<int64_t>(c->k.size()) < W * kvd) {
+        c->k.resize(W * kvd);
+        c->v.resize(W * kvd);
+      }
+      row = pos % W;
+    } else {
+      Reserve(&c->k, pos + 1, kvd);
+      Reserve(&c->v, pos + 1, kvd);
+      row = pos;
+    }
+    std::memcpy(c->k.data() + row * kvd, k.data() + b * kvd, sizeof(float) * kvd);
+    std::memcpy(c->v.data() + row * kvd, v.data() + b * kvd, sizeof(float) * kvd);
+    c->tokens = pos + 1;
+  }
+  const int group = d.num_heads / d.num_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  std::vector<float> attn(B * qd);  // f32 [B, Hq*hd]
+  ParallelFor(B * d.num_heads, 4, [&](int64_t i0, int64_t i1) {
+    std::vector<float> scores;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / d.num_heads, h = i % d.num_heads, kvh = h / group;
+      const KvCache* c = caches[b];
+      const int64_t n = c->live_rows(W);
+      scores.resize(n);
+      const float* qh = q.data() + b * qd + h * hd;
+      const float* kbase = c->k.data() + kvh * hd;
+      const float* vbase = c->v.data() + kvh * hd;
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < n; ++j) {
+        const float* kj = kbase + j * kvd;
+        float s = 0.0f;
+        for (int64_t e = 0; e < hd; ++e) s += qh[e] * kj[e];
+        scores[j] = s * scale;
+        mx = std::max(mx, scores[j]);
+      }
+      double sum = 0.0;
+      for (int64_t j = 0; j < n; ++j) {
+        scores[j] = std::exp(scores[j] - mx);
+        sum += scores[j];
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      float* o = attn.data() + b * qd + h * hd;
+      for (int64_t e = 0; e < hd; ++e) o[e] = 0.0f;
+      for (int64_t j = 0; j < n; ++j) {
+        const float p = scores[j] * inv;
+        const float* vj = vbase + j * kvd;
+        for (int64_t e = 0; e < hd; ++e) o[e] += p * vj[e];
+      }
+    }
+  });
+  LinearForwardRef(out, attn.data(), w.o_w, w.o_b, B, qd, d.dim);
+}
+
+}  // namespace tapeloop::engine
