@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "engine/train/grad_check.h"
@@ -41,6 +43,16 @@ std::vector<float> Params(const Mamba2Lm& m, uint64_t seed) {
   Rng rng(seed);
   std::vector<float> p = m.table().Initialize(rng);
   for (float& x : p) x += 0.1f * rng.Normal();
+  // Larger dt and slower decays than at init, so the SSM parameters get gradients well above
+  // finite-difference noise.
+  for (int i = 0; i < m.table().size(); ++i) {
+    const std::string& name = m.table().spec(i).name;
+    const bool dt_bias = name.find("dt_bias") != std::string::npos;
+    const bool a_log = name.find("A_log") != std::string::npos;
+    if (!dt_bias && !a_log) continue;
+    for (int64_t j = 0; j < m.table().numel(i); ++j)
+      p[m.table().offset(i) + j] = dt_bias ? rng.Normal() : rng.Uniform(-1.f, 0.5f);
+  }
   return p;
 }
 
@@ -64,8 +76,11 @@ void CheckModelGradient(bool with_init_state, int chunk) {
       return model.RowForwardBackward(p.data(), row.ids, row.mask, 1.0, init_ptr, nullptr, nullptr, &w2)
           .loss_sum;
     };
-    auto res = CheckGradient(x, g, f, GradCheckOptions{3e-3, 40, 2e-2});
+    auto res = CheckGradient(x, g, f, GradCheckOptions{3e-3, 40, 1e-2});
     EXPECT_LT(res.max_rel_error, 2e-2) << t.spec(i).name << ": " << res.ToString();
+    float gmax = 0;
+    for (float v : g) gmax = std::max(gmax, std::fabs(v));
+    EXPECT_GT(gmax, 2e-2) << t.spec(i).name << " has only tiny gradients: the check is vacuous";
   }
 }
 
@@ -172,11 +187,10 @@ TEST(Mamba2Lm, GradientCheckCatchesACorruptedTensor) {
     return model.RowForwardBackward(p.data(), row.ids, row.mask, 1.0, nullptr, nullptr, nullptr, &w2)
         .loss_sum;
   };
-  auto good = CheckGradient(x, g, f, GradCheckOptions{3e-3, 40, 2e-2});
+  auto good = CheckGradient(x, g, f, GradCheckOptions{3e-3, 40, 1e-2});
   EXPECT_LT(good.max_rel_error, 2e-2) << good.ToString();
-  EXPECT_GT(std::fabs(good.worst_analytic), 1e-3);
   for (float& v : g) v *= 1.05f;
-  auto bad = CheckGradient(x, g, f, GradCheckOptions{3e-3, 40, 2e-2});
+  auto bad = CheckGradient(x, g, f, GradCheckOptions{3e-3, 40, 1e-2});
   EXPECT_GT(bad.max_rel_error, 0.03) << bad.ToString();
 }
 
