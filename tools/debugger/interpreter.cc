@@ -281,7 +281,8 @@ class Interpreter::Impl {
     if (error_) return error_->snapshot;
     return post_mortem_;
   }
-  std::string EvalInFrame(const std::string& expression, size_t frame_index);
+  std::string EvalInFrame(const std::string& expression, size_t frame_index, bool* ok);
+  const std::string& output() const { return output_; }
 
  private:
   struct Entry {
@@ -1986,13 +1987,17 @@ RunResult Interpreter::Impl::Run(const std::string& main_file, LineHook* hook) {
   return result;
 }
 
-std::string Interpreter::Impl::EvalInFrame(const std::string& expression, size_t frame_index) {
+std::string Interpreter::Impl::EvalInFrame(const std::string& expression, size_t frame_index,
+                                           bool* ok_out) {
+  bool ignored;
+  bool& ok = ok_out ? *ok_out : ignored;
+  ok = false;
   std::unique_ptr<Expr> expr;
   ParseResult parsed = ParseExpression(expression, &expr);
   if (parsed.error) return parsed.error->type + ": " + parsed.error->message;
   std::vector<std::shared_ptr<Frame>> frames = Stack();
-  if (frames.empty()) return "*** no frame: the program is not running";
-  if (frame_index >= frames.size()) return "*** no such frame";
+  if (frames.empty()) return "no frame: the program is not running";
+  if (frame_index >= frames.size()) return "no such frame";
   // Evaluate with the selected frame on top, a fresh error slot, output and budget.
   std::vector<std::shared_ptr<Frame>> saved_stack = std::move(stack_);
   std::unique_ptr<Error> saved_error = std::move(error_);
@@ -2009,7 +2014,7 @@ std::string Interpreter::Impl::EvalInFrame(const std::string& expression, size_t
   max_depth_ = std::min<int>(max_depth_, static_cast<int>(stack_.size()) + 100);
   ++eval_depth_;
   Value v;
-  bool ok = Eval(expr.get(), &v);
+  ok = Eval(expr.get(), &v);
   --eval_depth_;
   std::string text = output_;
   if (ok) {
@@ -2036,8 +2041,10 @@ RunResult Interpreter::Run(const std::string& main_file, LineHook* hook) {
   return impl_->Run(main_file, hook);
 }
 std::vector<std::shared_ptr<Frame>> Interpreter::Stack() const { return impl_->Stack(); }
-std::string Interpreter::EvalInFrame(const std::string& expression, size_t frame_index) {
-  return impl_->EvalInFrame(expression, frame_index);
+std::string Interpreter::output() const { return impl_->output(); }
+std::string Interpreter::EvalInFrame(const std::string& expression, size_t frame_index,
+                                     bool* ok) {
+  return impl_->EvalInFrame(expression, frame_index, ok);
 }
 
 namespace {

@@ -120,7 +120,11 @@ class Interpreter {
   // Evaluates `expression` in frame `frame_index` of Stack() and returns repr(value), or the
   // exception line ("NameError: name 'x' is not defined"). Output printed by the expression is
   // returned before the value. Runs with its own small budget; breakpoints do not fire.
-  std::string EvalInFrame(const std::string& expression, size_t frame_index);
+  // `*ok` (if given) is false when the text is an error.
+  std::string EvalInFrame(const std::string& expression, size_t frame_index, bool* ok = nullptr);
+
+  // What the program printed so far (while paused) or in total (after the run).
+  std::string output() const;
 
   const FileMap& files() const { return files_; }
 
