@@ -322,7 +322,7 @@ std::string Mamba2LmConfig::ToHfConfigJson() const {
       ",\n  \"layer_norm_epsilon\": ", eps,
       ",\n  \"use_bias\": false,\n  \"use_conv_bias\": true,\n  \"hidden_act\": \"silu\",\n"
       "  \"rms_norm\": true,\n  \"residual_in_fp32\": true,\n  \"norm_before_gate\": false,\n"
-      "  \"tie_word_embeddings\": false,\n  \"time_step_limit\": [0.0, Infinity],\n"
+      "  \"tie_word_embeddings\": false,\n"
       "  \"time_step_min\": 0.001,\n  \"time_step_max\": 0.1,\n  \"time_step_floor\": 0.0001,\n"
       "  \"bos_token_id\": 256,\n  \"eos_token_id\": 257,\n  \"pad_token_id\": 258,\n"
       "  \"torch_dtype\": \"float32\"\n}\n");
