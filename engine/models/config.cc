@@ -179,17 +179,32 @@ absl::Status RequireAct(const Reader& r, const std::string& key, const std::stri
   return absl::OkStatus();
 }
 
+// A float in HF's JSON: a number, the string "inf"/"Infinity", or (transformers 5)
+// {"__float__": "Infinity"}; +-1e38 and beyond count as infinite.
+bool JsonFloat(const json& v, float* out) {
+  std::string text;
+  if (v.is_number()) {
+    const double d = v.get<double>();
+    *out = d >= 1e37 ? INFINITY : d <= -1e37 ? -INFINITY : static_cast<float>(d);
+    return true;
+  }
+  if (v.is_string()) text = v.get<std::string>();
+  else if (v.is_object() && v.size() == 1 && v.contains("__float__") && v["__float__"].is_string()) text = v["__float__"].get<std::string>();
+  else return false;
+  if (text == "Infinity" || text == "inf") *out = INFINITY;
+  else if (text == "-Infinity" || text == "-inf") *out = -INFINITY;
+  else return false;
+  return true;
+}
+
 absl::Status ParseDtLimit(const Reader& r, ModelConfig* c) {
   c->dt_min = 0.0f;
   c->dt_max = std::numeric_limits<float>::infinity();
   if (r.Has("time_step_limit")) {
     const json& v = r.raw().at("time_step_limit");
-    if (!v.is_array() || v.size() != 2 || !v[0].is_number() ||
-        !(v[1].is_number() || (v[1].is_string()))) {
+    if (!v.is_array() || v.size() != 2 || !JsonFloat(v[0], &c->dt_min) || !JsonFloat(v[1], &c->dt_max)) {
       return Bad("key 'time_step_limit' must be a pair of numbers");
     }
-    c->dt_min = v[0].get<float>();
-    if (v[1].is_number() && v[1].get<double>() < 1e37) c->dt_max = v[1].get<float>();
   }
   return absl::OkStatus();
 }
