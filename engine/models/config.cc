@@ -450,6 +450,15 @@ absl::Status ValidateModelConfig(const ModelConfig& c) {
     if (c.sliding_window < 0) return Bad("key 'sliding_window' must be positive");
   }
   if (has_f) RETURN_IF_ERROR(positive("intermediate_size", c.intermediate_size));
+  // Sizes beyond these are certainly corrupt (and would overflow shape arithmetic).
+  const std::pair<const char*, int64_t> limits[] = {
+      {"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size}, {"intermediate_size", c.intermediate_size},
+      {"num_heads * head_dim", c.mamba_inner()}, {"state_size", c.ssm_state_size},
+      {"num_attention_heads * head_dim", int64_t{c.num_attention_heads} * c.head_dim},
+      {"conv_kernel", c.conv_kernel}, {"num_hidden_layers", c.num_hidden_layers}};
+  for (const auto& [key, v] : limits) {
+    if (v > (int64_t{1} << 24)) return Bad(absl::StrCat("key '", key, "' = ", v, " is implausibly large"));
+  }
   if (!(c.norm_eps > 0)) return Bad("key 'layer_norm_epsilon' / 'rms_norm_eps' must be positive");
   return absl::OkStatus();
 }

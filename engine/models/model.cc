@@ -110,7 +110,7 @@ void Model::BuildTable() {
     params_.push_back({"lm_head.weight", {config_.vocab_size, config_.hidden_size}, Init::kNormal, offset, -1});
     offset += config_.vocab_size * config_.hidden_size;
   }
-  data_.assign(offset, 0.0f);
+  num_floats_ = offset;
 
   // State layout.
   layout_ = StateLayout{};
@@ -212,6 +212,11 @@ absl::StatusOr<std::unique_ptr<Model>> Model::RandomInit(const ModelConfig& conf
   RETURN_IF_ERROR(ValidateModelConfig(config));
   std::unique_ptr<Model> m(new Model(config));
   m->BuildTable();
+  if (m->num_floats_ > kMaxParams) {
+    return absl::InvalidArgumentError(absl::StrCat("config: model has ", m->num_floats_,
+                                                   " parameters, more than the engine's limit of ", kMaxParams));
+  }
+  m->data_.assign(m->num_floats_, 0.0f);
   m->InitRandom(seed);
   m->BindWeights();
   m->RecomputeFingerprint();
@@ -229,18 +234,23 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromTensors(const ModelConfig& con
     if (has_model && !has_backbone) m->prefix_ = "model.";
   }
   m->BuildTable();
-  std::set<std::string> used;
+  // Every tensor present with its shape before anything is allocated (so a corrupt config
+  // cannot make us allocate more than the file holds).
   for (const ParamEntry& p : m->params_) {
     auto it = tensors.find(p.name);
     if (it == tensors.end()) {
       return absl::InvalidArgumentError(absl::StrCat("checkpoint: missing tensor '", p.name, "'"));
     }
-    Shape want = p.shape;
-    if (it->second.shape != want) {
+    if (it->second.shape != p.shape) {
       return absl::InvalidArgumentError(absl::StrCat("checkpoint: tensor '", p.name, "' has shape ",
                                                      ShapeString(it->second.shape), ", expected ",
-                                                     ShapeString(want)));
+                                                     ShapeString(p.shape)));
     }
+  }
+  m->data_.assign(m->num_floats_, 0.0f);
+  std::set<std::string> used;
+  for (const ParamEntry& p : m->params_) {
+    auto it = tensors.find(p.name);
     std::memcpy(m->data_.data() + p.offset, it->second.data.data(), sizeof(float) * it->second.data.size());
     used.insert(p.name);
   }

@@ -70,6 +70,9 @@ class Model {
   // InvalidArgument if the config is invalid.
   static absl::StatusOr<std::unique_ptr<Model>> RandomInit(const ModelConfig& config, uint64_t seed);
 
+  // Largest parameter count RandomInit accepts (16 GiB of f32).
+  static constexpr int64_t kMaxParams = int64_t{1} << 32;
+
   // Writes DIR/config.json and DIR/model.safetensors (F32, HF names; creates DIR). Loading
   // what was saved gives bit-identical parameters and the same fingerprint.
   absl::Status Save(const std::string& dir) const;
@@ -130,6 +133,7 @@ class Model {
   std::vector<std::string> block_norm_name_;     // per block: its RMSNorm weight's name
   std::vector<std::string> block_mixer_prefix_;  // per block: its mixer's name prefix
   std::vector<float> data_;  // the flat parameter buffer
+  int64_t num_floats_ = 0;   // its size per the table
 
   // Bound views (pointers into data_).
   const float* embed_ = nullptr;     // f32 [V, D]
