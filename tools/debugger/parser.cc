@@ -38,7 +38,10 @@ struct SyntaxFailure {
 
 class Lexer {
  public:
-  Lexer(const std::vector<std::string>& lines) : lines_(lines) {}
+  explicit Lexer(const std::vector<std::string>& lines) : lines_(lines) {}
+
+  // Set when the file ended inside parentheses.
+  const std::optional<SyntaxErrorInfo>& unclosed() const { return unclosed_; }
 
   // Returns false and fills `error` on failure.
   bool Run(std::vector<Token>* out, SyntaxErrorInfo* error) {
@@ -57,12 +60,8 @@ class Lexer {
         }
         if (i == s.size() || s[i] == '#' || s[i] == '\r') continue;  // blank line
         if (width > indents.back()) {
-          if (out->empty() || out->back().type != Tok::kNewline ||
-              !expect_indent_) {
-            *error = Error("IndentationError", "unexpected indent", line, 0, 1);
-            error->show_caret = false;
-            return false;
-          }
+          // Like CPython's tokenizer: always an INDENT; the parser reports one it did not
+          // expect ("unexpected indent") unless an earlier error comes first.
           indents.push_back(width);
           out->push_back({Tok::kIndent, "", line, 0, line, static_cast<int>(i)});
         } else {
@@ -78,7 +77,6 @@ class Lexer {
           }
         }
       }
-      expect_indent_ = false;
       while (i < s.size()) {
         char c = s[i];
         if (c == ' ' || c == '\t' || c == '\f' || c == '\r') {
@@ -231,14 +229,9 @@ class Lexer {
       }
       if (parens.empty() && !out->empty() && out->back().type != Tok::kNewline &&
           out->back().type != Tok::kIndent && out->back().type != Tok::kDedent) {
-        int end = static_cast<int>(s.size());
-        while (end > 0 && (s[end - 1] == ' ' || s[end - 1] == '\r' || s[end - 1] == '\t')) --end;
         // The NEWLINE token sits where the line's code ends (before a comment).
         int at = out->back().end_col;
-        (void)end;
         out->push_back({Tok::kNewline, "", line, at, line, at + 1});
-        expect_indent_ = !out->empty() && out->size() >= 2 && (*out)[out->size() - 2].type == Tok::kOp &&
-                         (*out)[out->size() - 2].text == ":";
       }
       last_line = line;
       continue;
@@ -247,10 +240,11 @@ class Lexer {
       continue;
     }
     if (!parens.empty()) {
+      // The parser fails on the truncated statement; this error then replaces its own (as
+      // CPython's full-source tokenizer check does).
       const Token& open = parens.back();
-      *error = Error("SyntaxError", "'" + open.text + "' was never closed", open.line, open.col,
-                     open.col + 1);
-      return false;
+      unclosed_ = Error("SyntaxError", "'" + open.text + "' was never closed", open.line,
+                        open.col, open.col + 1);
     }
     int end_line = std::max<int>(last_line, static_cast<int>(lines_.size())) + 1;
     if (!out->empty() && out->back().type != Tok::kNewline && out->back().type != Tok::kDedent) {
@@ -266,6 +260,10 @@ class Lexer {
 
   SyntaxErrorInfo Error(const std::string& type, const std::string& message, int line, int col,
                         int end_col) const {
+    return MakeError(type, message, line, col, end_col);
+  }
+  SyntaxErrorInfo MakeError(const std::string& type, const std::string& message, int line,
+                            int col, int end_col) const {
     SyntaxErrorInfo e;
     e.type = type;
     e.message = message;
@@ -278,7 +276,7 @@ class Lexer {
 
  private:
   const std::vector<std::string>& lines_;
-  bool expect_indent_ = false;
+  std::optional<SyntaxErrorInfo> unclosed_;
 };
 
 SourceRange Span(const SourceRange& a, const SourceRange& b) {
@@ -1306,7 +1304,12 @@ ParseResult ParseModule(const std::string& filename, const std::string& source) 
     return result;
   }
   Parser parser(std::move(tokens), module->lines);
-  if (!parser.ParseFile(&module->body, &error)) {
+  bool parsed = parser.ParseFile(&module->body, &error);
+  if (lexer.unclosed()) {
+    parsed = false;
+    error = *lexer.unclosed();
+  }
+  if (!parsed) {
     error.filename = filename;
     result.error = error;
     return result;
@@ -1331,6 +1334,10 @@ ParseResult ParseExpression(const std::string& source, std::unique_ptr<Expr>* ou
       if (t.type != Tok::kIndent && t.type != Tok::kDedent) filtered.push_back(t);
     Parser parser(std::move(filtered), module->lines);
     ok = parser.ParseSingleExpression(out, &error);
+    if (lexer.unclosed()) {
+      ok = false;
+      error = *lexer.unclosed();
+    }
   }
   if (!ok) {
     error.filename = "<string>";
