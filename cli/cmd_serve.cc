@@ -2,6 +2,9 @@
 // Serves the gRPC API until SIGINT or SIGTERM, then shuts down cleanly (in-flight calls get a
 // grace period, the database is closed). Start-up errors print one line and exit with code 2.
 #include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <iostream>
 #include <thread>
@@ -44,12 +47,20 @@ int RunServe(int argc, char** argv) {
   }
   if (auto status = args.Finish(); !status.ok()) return Fail("serve", status, 2);
 
-  // Block the shutdown signals in every thread (gRPC's included); one thread waits for them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // SIGINT / SIGTERM are turned into a byte on a pipe (the only async-signal-safe way to wake a
+  // thread); a waiter thread reads it and shuts the server down. Handlers, unlike a sigwait on
+  // blocked signals, work whichever thread the kernel delivers the signal to.
+  static int signal_pipe[2] = {-1, -1};
+  if (pipe(signal_pipe) != 0) return Fail("serve", absl::InternalError("pipe() failed"), 1);
+  struct sigaction action = {};
+  action.sa_handler = [](int sig) {
+    unsigned char b = static_cast<unsigned char>(sig);
+    ssize_t ignored = write(signal_pipe[1], &b, 1);
+    (void)ignored;
+  };
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
 
   auto server = server::Server::Start(options);
   if (!server.ok()) return Fail("serve", server.status(), 2);
@@ -57,8 +68,9 @@ int RunServe(int argc, char** argv) {
             << ":" << (*server)->port() << " (db " << options.db_path << ")" << std::endl;
 
   std::thread waiter([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
+    unsigned char sig = 0;
+    while (read(signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+    }
     std::cout << "tapeloop serve: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
               << ", shutting down" << std::endl;
     (*server)->Shutdown();

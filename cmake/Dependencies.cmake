@@ -7,7 +7,6 @@ find_package(SQLite3 REQUIRED)
 find_package(GTest REQUIRED)
 find_package(benchmark REQUIRED)
 find_package(nlohmann_json REQUIRED)
-find_package(PNG REQUIRED)
 
 # OpenBLAS: CPU matrix products (cblas_sgemm).
 pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)

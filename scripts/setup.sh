@@ -8,7 +8,7 @@ PACKAGES=(
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libabsl-dev libsqlite3-dev sqlite3
   libgtest-dev libgmock-dev libbenchmark-dev
-  libopenblas-dev nlohmann-json3-dev libpng-dev
+  libopenblas-dev nlohmann-json3-dev gnuplot-nox fonts-dejavu-core
   python3 python3-grpcio python3-grpc-tools python3-numpy
   clang libclang-rt-14-dev openssl
 )

@@ -84,7 +84,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   // gRPC sets SO_REUSEPORT by default, which lets a second server silently share a port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(options.listen, credentials, &server->port_);
-  server->services_.push_back(std::make_unique<ServerInfoService>(schema, &server->keys_));
+  server->services_.push_back(std::make_unique<ServerInfoService>(schema, &server->keys_, &server->calls_));
   for (auto& service : server->services_) builder.RegisterService(service.get());
   server->grpc_server_ = builder.BuildAndStart();
   if (server->grpc_server_ == nullptr || server->port_ == 0) {
@@ -112,7 +112,8 @@ void Server::Shutdown(std::chrono::milliseconds grace) {
   shut_down_ = true;
   if (grpc_server_ != nullptr) {
     grpc_server_->GetHealthCheckService()->SetServingStatus(false);
-    grpc_server_->Shutdown(std::chrono::system_clock::now() + grace);
+    calls_.Drain(std::chrono::steady_clock::now() + grace);
+    grpc_server_->Shutdown(std::chrono::system_clock::now());
   }
   db_.reset();
 }

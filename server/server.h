@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/auth.h"
+#include "server/call_tracker.h"
 #include "store/database.h"
 
 namespace grpc {
@@ -53,14 +54,18 @@ class Server {
 
   // The bound port (useful with port 0).
   int port() const { return port_; }
+  // Calls in flight (for tests and metrics).
+  int calls_in_flight() { return calls_.in_flight(); }
   // Blocks until Shutdown() completes.
   void Wait();
-  // Idempotent.
+  // Marks health NOT_SERVING, refuses new calls, lets calls in flight finish for up to `grace`,
+  // then cancels the rest and closes the database. Idempotent.
   void Shutdown(std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
 
  private:
   Server() = default;
   ApiKeys keys_;
+  CallTracker calls_;
   std::unique_ptr<store::Database> db_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
   std::unique_ptr<grpc::Server> grpc_server_;

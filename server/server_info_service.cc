@@ -6,16 +6,23 @@
 
 namespace tapeloop::server {
 
-ServerInfoService::ServerInfoService(int db_schema_version, const ApiKeys* keys)
+ServerInfoService::ServerInfoService(int db_schema_version, const ApiKeys* keys,
+                                     CallTracker* calls)
     : started_(std::chrono::steady_clock::now()),
       db_schema_version_(db_schema_version),
       gpu_visible_(engine::CudaDeviceCount() > 0),
-      keys_(keys) {}
+      keys_(keys),
+      calls_(calls) {}
 
 grpc::ServerUnaryReactor* ServerInfoService::GetServerInfo(
     grpc::CallbackServerContext* context, const tapeloop::v1::GetServerInfoRequest* request,
     tapeloop::v1::ServerInfo* response) {
   auto* reactor = context->DefaultReactor();
+  CallTracker::Scope call(calls_);
+  if (!call.ok()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+    return reactor;
+  }
   if (auto principal = keys_->Authenticate(*context); !principal.ok()) {
     reactor->Finish(ToGrpcStatus(principal.status()));
     return reactor;

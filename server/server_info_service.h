@@ -5,14 +5,15 @@
 #include <chrono>
 
 #include "server/auth.h"
+#include "server/call_tracker.h"
 #include "tapeloop/v1/server.grpc.pb.h"
 
 namespace tapeloop::server {
 
 class ServerInfoService final : public tapeloop::v1::Server::CallbackService {
  public:
-  // `keys` must outlive the service.
-  ServerInfoService(int db_schema_version, const ApiKeys* keys);
+  // `keys` and `calls` must outlive the service.
+  ServerInfoService(int db_schema_version, const ApiKeys* keys, CallTracker* calls);
 
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
                                           const tapeloop::v1::GetServerInfoRequest* request,
@@ -23,6 +24,7 @@ class ServerInfoService final : public tapeloop::v1::Server::CallbackService {
   const int db_schema_version_;
   const bool gpu_visible_;
   const ApiKeys* keys_;
+  CallTracker* calls_;
 };
 
 }  // namespace tapeloop::server

@@ -47,6 +47,35 @@ absl::Status CreateEpisodes(Database* db) {
       "CREATE INDEX episodes_by_principal ON episodes (principal);");
 }
 
+// v4: evaluation runs and their episodes (one row per finished episode; aggregates are
+// computed from these rows, so a report never holds a number the episodes do not).
+absl::Status CreateEval(Database* db) {
+  return db->Execute(
+      "CREATE TABLE eval_runs ("
+      " id TEXT PRIMARY KEY,"
+      " config TEXT NOT NULL,"
+      " code_version TEXT NOT NULL,"
+      " created_unix_ms INTEGER NOT NULL,"
+      " finished_unix_ms INTEGER);"
+      "CREATE TABLE eval_episodes ("
+      " run_id TEXT NOT NULL REFERENCES eval_runs (id),"
+      " model TEXT NOT NULL,"
+      " task TEXT NOT NULL,"
+      " mode TEXT NOT NULL,"
+      " length INTEGER NOT NULL,"
+      " seed INTEGER NOT NULL,"
+      " idx INTEGER NOT NULL,"
+      " correct INTEGER NOT NULL,"
+      " trajectory_match INTEGER NOT NULL,"
+      " digit_accuracy REAL NOT NULL,"
+      " generated_tokens INTEGER NOT NULL,"
+      " tool_calls INTEGER NOT NULL,"
+      " wall_ms REAL NOT NULL,"
+      " peak_state_bytes INTEGER NOT NULL,"
+      " record TEXT NOT NULL,"
+      " PRIMARY KEY (run_id, model, task, mode, length, seed, idx));");
+}
+
 }  // namespace
 
 const std::vector<Migration>& Migrations() {
@@ -54,6 +83,7 @@ const std::vector<Migration>& Migrations() {
       {"create_meta", &CreateMeta},
       {"create_snapshots", &CreateSnapshots},
       {"create_episodes", &CreateEpisodes},
+      {"create_eval", &CreateEval},
   };
   return *steps;
 }

@@ -58,17 +58,17 @@ TEST_F(DatabaseTest, FreshDatabaseIsAtLatestSchemaInWalMode) {
   auto db = Database::Open(Path("fresh.db"));
   ASSERT_TRUE(db.ok()) << db.status();
   EXPECT_EQ(*(*db)->SchemaVersion(), LatestSchemaVersion());
-  EXPECT_GE(LatestSchemaVersion(), 3);
+  EXPECT_GE(LatestSchemaVersion(), 4);
   auto mode = (*db)->Prepare("PRAGMA journal_mode");
   ASSERT_TRUE(mode.ok());
   ASSERT_TRUE(*mode->Step());
   EXPECT_EQ(mode->ColumnText(0), "wal");
   auto tables = (*db)->Prepare(
       "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN"
-      " ('meta','snapshots','episodes')");
+      " ('meta','snapshots','episodes','eval_runs','eval_episodes')");
   ASSERT_TRUE(tables.ok());
   ASSERT_TRUE(*tables->Step());
-  EXPECT_EQ(tables->ColumnInt(0), 3);
+  EXPECT_EQ(tables->ColumnInt(0), 5);
   EXPECT_TRUE((*db)->CheckIntegrity().ok());
 }
 
@@ -89,7 +89,7 @@ TEST_F(DatabaseTest, ReopenKeepsDataAndDoesNotRemigrate) {
 }
 
 TEST_F(DatabaseTest, UpgradesEveryFrozenSchemaKeepingRows) {
-  for (std::string fixture : {"schema_v1.sql", "schema_v2.sql"}) {
+  for (std::string fixture : {"schema_v1.sql", "schema_v2.sql", "schema_v3.sql"}) {
     std::string path = FromFixture(fixture);
     auto db = Database::Open(path);
     ASSERT_TRUE(db.ok()) << fixture << ": " << db.status();
@@ -101,6 +101,9 @@ TEST_F(DatabaseTest, UpgradesEveryFrozenSchemaKeepingRows) {
     // Tables added by later steps exist and accept rows.
     auto ins = (*db)->Prepare(
         "INSERT INTO episodes VALUES ('e1','p','addition','pointer',5,1,'m',1,'{}',0)");
+    auto run = (*db)->Prepare("INSERT INTO eval_runs VALUES ('r1', '{}', 'v', 0, NULL)");
+    ASSERT_TRUE(run.ok()) << run.status();
+    EXPECT_TRUE(run->Run().ok());
     ASSERT_TRUE(ins.ok()) << ins.status();
     EXPECT_TRUE(ins->Run().ok());
   }
@@ -111,6 +114,12 @@ TEST_F(DatabaseTest, UpgradesEveryFrozenSchemaKeepingRows) {
   ASSERT_TRUE(*snap->Step());
   EXPECT_EQ(snap->ColumnText(0), "alice");
   EXPECT_EQ(snap->ColumnBlob(1), std::string("\x00\x01\x02\x03", 4));
+  auto v3 = Database::Open(FromFixture("schema_v3.sql"));
+  ASSERT_TRUE(v3.ok());
+  auto ep = (*v3)->Prepare("SELECT principal FROM episodes WHERE id = 'ep-old'");
+  ASSERT_TRUE(ep.ok());
+  ASSERT_TRUE(*ep->Step());
+  EXPECT_EQ(ep->ColumnText(0), "alice");
 }
 
 TEST_F(DatabaseTest, RefusesNewerSchemaAndLeavesFileIntact) {
