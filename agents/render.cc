@@ -29,36 +29,32 @@ std::string RenderTrajectory(const tasks::Trajectory& t, bool color) {
   const Tokenizer tokenizer;
   std::string out;
   out.reserve(t.tokens.size() * 4);
-  bool in_output = false;
+  // Without colour, a run of observation tokens is wrapped in {} and a run of output tokens
+  // in <>.
+  auto close = [](tasks::Role role) {
+    return role == tasks::Role::kObservation ? "}" : role == tasks::Role::kOutput ? ">" : "";
+  };
+  auto open = [](tasks::Role role) {
+    return role == tasks::Role::kObservation ? "{" : role == tasks::Role::kOutput ? "<" : "";
+  };
   for (size_t i = 0; i < t.tokens.size(); ++i) {
     const tasks::Role role = t.roles[i];
-    const std::string text = tokenizer.TokenText(t.tokens[i]);
-    if (i > 0 && t.roles[i - 1] == tasks::Role::kPrompt && role != tasks::Role::kPrompt) {
-      out += '\n';
+    const bool run_start = i == 0 || t.roles[i - 1] != role;
+    if (run_start && i > 0) {
+      if (!color) out += close(t.roles[i - 1]);
+      if (t.roles[i - 1] == tasks::Role::kPrompt) out += '\n';
     }
+    const std::string text = tokenizer.TokenText(t.tokens[i]);
     if (color) {
       out += ColorOf(role);
       out += text;
       out += "\033[0m";
-      continue;
-    }
-    if (in_output && role != tasks::Role::kOutput) {
-      out += '>';
-      in_output = false;
-    }
-    if (role == tasks::Role::kObservation) {
-      out += '{';
-      out += text;
-      out += '}';
-    } else if (role == tasks::Role::kOutput) {
-      if (!in_output) out += '<';
-      in_output = true;
-      out += text;
     } else {
+      if (run_start) out += open(role);
       out += text;
     }
   }
-  if (in_output) out += '>';
+  if (!color && !t.roles.empty()) out += close(t.roles.back());
   out += '\n';
   return out;
 }

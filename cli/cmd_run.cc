@@ -1,0 +1,151 @@
+// tapeloop run --model DIR | --oracle --task addition --length N --seed S [--mode pointer]
+//              [--episodes K] [--parallel P] [--training] [--temperature T]
+//              [--max-tokens N] [--json]
+// Runs episodes of a task through the agent loop and prints each trajectory (thoughts,
+// outputs, commands and observations told apart; ANSI colours only on a terminal) and its
+// score, or with --json one episode record per line (JSONL).
+#include <unistd.h>
+
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "agents/agent_loop.h"
+#include "agents/engine_policy.h"
+#include "agents/oracle_policy.h"
+#include "agents/render.h"
+#include "cli/args.h"
+#include "cli/command.h"
+#include "common/tokenizer.h"
+#include "engine/models/model.h"
+#include "tasks/task.h"
+
+namespace tapeloop::cli {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: tapeloop run (--model DIR | --oracle) [--task addition] [--length 10] [--seed 0]\n"
+    "                    [--mode pointer] [--episodes 1] [--parallel 8] [--training]\n"
+    "                    [--temperature 0] [--max-tokens N] [--json]\n"
+    "  --model DIR     HF-format checkpoint (config.json, model.safetensors, tokenizer.json)\n"
+    "  --oracle        play the expert trajectory through the same loop and tools\n"
+    "  --task          addition | multiplication (n x 2) | multiplication-n1 | "
+    "multiplication-n2\n"
+    "  --length N      operand length in digits (the first operand for multiplication)\n"
+    "  --seed S        instance seed; episode i uses instance seed mix(S, i)\n"
+    "  --mode          pointer | calculator | cot | direct | direct-reversed\n"
+    "  --training      draw instances from the training distribution (lengths U{1..N})\n"
+    "  --temperature   sampling temperature for --model (0: greedy)\n"
+    "  --max-tokens    generated-token budget per episode (default: 2x the expert's + 64)\n"
+    "  --json          print one JSON episode record per line instead of the trajectory\n";
+
+int RunRun(int argc, char** argv) {
+  Args args(argc, argv, {"help", "oracle", "json", "training"});
+  if (args.Bool("help")) {
+    std::cout << kUsage;
+    return 0;
+  }
+  const std::string model_dir = args.String("model", "");
+  const bool oracle = args.Bool("oracle");
+  const std::string task_name = args.String("task", "addition");
+  const std::string mode_name = args.String("mode", "pointer");
+  const bool json = args.Bool("json");
+  const bool training = args.Bool("training");
+  auto length = args.Int("length", 10);
+  auto seed = args.Int("seed", 0);
+  auto episodes = args.Int("episodes", 1);
+  auto parallel = args.Int("parallel", 8);
+  auto max_tokens = args.Int("max-tokens", 0);
+  auto temperature = args.Double("temperature", 0.0);
+  for (const absl::Status& s : {length.status(), seed.status(), episodes.status(),
+                                parallel.status(), max_tokens.status(), temperature.status(),
+                                args.Finish()}) {
+    if (!s.ok()) return Fail("run", s, 2);
+  }
+  if (oracle == !model_dir.empty()) {
+    return Fail("run", absl::InvalidArgumentError("give exactly one of --model DIR and --oracle"),
+                2);
+  }
+  if (*length < 1 || *length > 100'000) {
+    return Fail("run", absl::InvalidArgumentError(
+                           absl::StrCat("--length must be in 1..100000, got ", *length)),
+                2);
+  }
+  if (*episodes < 1 || *parallel < 1) {
+    return Fail("run", absl::InvalidArgumentError("--episodes and --parallel must be >= 1"), 2);
+  }
+  auto task = tasks::FindTask(task_name);
+  if (!task.ok()) return Fail("run", task.status(), 2);
+  auto mode = tasks::ParseMode(mode_name);
+  if (!mode.ok()) return Fail("run", mode.status(), 2);
+
+  std::unique_ptr<engine::Model> model;
+  std::unique_ptr<agents::Policy> policy;
+  if (oracle) {
+    policy = std::make_unique<agents::OraclePolicy>();
+  } else {
+    const std::string tokenizer_path = (std::filesystem::path(model_dir) / "tokenizer.json");
+    if (std::filesystem::exists(tokenizer_path)) {
+      if (auto t = Tokenizer::Load(tokenizer_path); !t.ok()) return Fail("run", t.status(), 2);
+    } else {
+      std::cerr << "tapeloop run: warning: " << tokenizer_path
+                << " missing; assuming " << tokens::kVersion << "\n";
+    }
+    auto loaded = engine::Model::Load(model_dir);
+    if (!loaded.ok()) return Fail("run", loaded.status(), 2);
+    model = std::move(*loaded);
+    engine::SamplingParams params;
+    params.temperature = static_cast<float>(*temperature);
+    if (auto s = engine::ValidateSamplingParams(params); !s.ok()) return Fail("run", s, 2);
+    policy = std::make_unique<agents::EnginePolicy>(model.get(), params);
+  }
+
+  std::vector<agents::EpisodeSpec> specs;
+  for (int64_t i = 0; i < *episodes; ++i) {
+    tasks::Rng rng(tasks::MixSeed(static_cast<uint64_t>(*seed), static_cast<uint64_t>(i)));
+    specs.push_back({*task, (*task)->Generate(static_cast<int>(*length), training, rng), *mode,
+                     tasks::MixSeed(static_cast<uint64_t>(*seed) + 1, static_cast<uint64_t>(i))});
+  }
+  agents::LoopOptions options;
+  options.parallel = static_cast<int>(*parallel);
+  options.max_generated_tokens = *max_tokens;
+  auto records = agents::RunEpisodes(*policy, specs, options);
+  if (!records.ok()) return Fail("run", records.status(), 1);
+
+  const bool color = !json && isatty(STDOUT_FILENO);
+  int exact = 0;
+  for (size_t i = 0; i < records->size(); ++i) {
+    const agents::EpisodeRecord& r = (*records)[i];
+    exact += r.score.exact;
+    if (json) {
+      std::cout << r.ToJson().dump() << "\n";
+      continue;
+    }
+    std::cout << absl::StrFormat("episode %d: %s, mode %s, length %d, policy %s\n", i, r.task,
+                                 std::string(tasks::ModeName(r.mode)), r.instance.length,
+                                 r.policy);
+    std::cout << agents::RenderTrajectory(r.trajectory, color);
+    std::cout << absl::StrFormat(
+        "answer: %s\nexpected: %s\nscore: exact=%s digit_accuracy=%.4f trajectory_exact=%s | "
+        "stop=%s%s | generated %d tokens, %d tool steps, %.1f ms (policy %.1f ms, tools %.1f "
+        "ms), peak session %d bytes\n\n",
+        r.score.produced, r.score.expected, r.score.exact ? "yes" : "no",
+        r.score.digit_accuracy,
+        r.score.trajectory_exact.has_value() ? (*r.score.trajectory_exact ? "yes" : "no") : "-",
+        r.stop_reason, r.error.empty() ? "" : " (" + r.error + ")", r.generated_tokens,
+        r.tool_steps, r.wall_ms, r.policy_ms, r.tool_ms, r.peak_session_bytes);
+  }
+  if (!json && records->size() > 1) {
+    std::cout << absl::StrFormat("exact: %d / %d\n", exact, records->size());
+  }
+  return 0;
+}
+
+}  // namespace
+
+TAPELOOP_REGISTER_COMMAND("run", "run task episodes with a model or the oracle through the agent loop",
+                          RunRun);
+
+}  // namespace tapeloop::cli
