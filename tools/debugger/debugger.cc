@@ -425,9 +425,12 @@ Observation DebugSession::List(const std::string& args) {
   int start = std::max(1, center - 5);
   int end = std::min(n, start + 10);
   int current = 0;
-  if (state_ == State::kPaused && selected_frame_ < parked_stack_.size() &&
-      parked_stack_[selected_frame_]->filename() == file) {
-    current = parked_stack_[selected_frame_]->line;
+  std::vector<std::shared_ptr<Frame>> stack =
+      state_ == State::kPaused ? parked_stack_
+                               : (interpreter_ ? interpreter_->Stack()
+                                               : std::vector<std::shared_ptr<Frame>>{});
+  if (selected_frame_ < stack.size() && stack[selected_frame_]->filename() == file) {
+    current = stack[selected_frame_]->line;
   }
   Observation o;
   for (int i = start; i <= end; ++i) {
