@@ -1,5 +1,10 @@
 #include "engine/train/mamba2_lm.h"
 
+// The elementwise loops here are the trainer's hot path beside BLAS: let GCC vectorize them
+// (-O2 alone does not for loops of unknown trip count). No -ffast-math: reductions keep their
+// order, so results do not depend on the vector width.
+#pragma GCC optimize("O3")
+
 #include <cblas.h>
 
 #include <algorithm>
@@ -57,10 +62,8 @@ void RmsBackward(const float* x, const float* w, const float* r, const float* dy
     const float* dyr = dy + t * D;
     const float rr = r[t];
     float dot = 0;
-    for (int64_t i = 0; i < D; ++i) {
-      dot += dyr[i] * w[i] * xr[i];
-      dw[i] += dyr[i] * xr[i] * rr;
-    }
+    for (int64_t i = 0; i < D; ++i) dot += dyr[i] * w[i] * xr[i];
+    for (int64_t i = 0; i < D; ++i) dw[i] += dyr[i] * xr[i] * rr;
     const float k = dot * rr * rr * rr / D;
     float* dxr = dx + t * D;
     for (int64_t i = 0; i < D; ++i) dxr[i] += rr * w[i] * dyr[i] - k * xr[i];
@@ -91,86 +94,106 @@ struct Dims {
   int64_t T, D, V, di, C, E, H, P, N, K, Q, nch;
 };
 
-// Chunked SSD forward for one layer of one row (see the header). xbc [T, C], dt [T, H];
-// S: [nch + 1][H, P, N] with S[0] the incoming state (written here); y [T, di] (includes D x).
-// scratch: >= 3 Q*Q + 2 Q*max(P,N) + 2 Q floats.
-void SsdForward(const Dims& d, const float* xbc, const float* dt, const float* a_log,
+// Chunked SSD forward for one layer of one row (see the header). xbc [T, C]; dtT [H, T] (dt
+// transposed so each head's values are contiguous); S: [nch + 1][H, P, N] with S[0] the
+// incoming state; y [T, di] (includes D x). scratch: SsdScratch(d) floats.
+int64_t SsdScratch(const Dims& d) {
+  const int64_t Q = d.Q, M = std::max(d.P, d.N);
+  return 6 * Q * Q + 4 * Q * M + 8 * Q + 2 * d.H * d.P * d.N;
+}
+
+// Em[i, j] = prod_{j<k<=i} decay_k for j <= i, 0 above the diagonal (row recurrence: one
+// multiply per entry, no exp); cum[i] = prod_{k<=i} decay_k.
+inline void DecayMatrix(const float* decay, int64_t q, float* Em, float* cum) {
+  float run = 1.f;
+  for (int64_t i = 0; i < q; ++i) cum[i] = (run *= decay[i]);
+  for (int64_t j = 0; j < q; ++j) Em[j] = 0.f;
+  Em[0] = 1.f;
+  for (int64_t i = 1; i < q; ++i) {
+    float* er = Em + i * q;
+    const float* prev = er - q;
+    const float di = decay[i];
+    for (int64_t j = 0; j < q; ++j) er[j] = prev[j] * di;
+    er[i] = 1.f;
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void SsdForward(
+    const Dims& d, const float* xbc, const float* dtT, const float* a_log,
                 const float* dskip, float* S, float* y, float* scratch, bool has_init) {
-  const int64_t Q = d.Q, C = d.C, P = d.P, N = d.N, H = d.H, di = d.di, HPN = H * P * N;
+  const int64_t Q = d.Q, C = d.C, P = d.P, N = d.N, H = d.H, di = d.di, HPN = H * P * N, T = d.T;
   float* G = scratch;
   float* W = G + Q * Q;
-  float* tmp = W + Q * Q;          // Q * max(P, N)
-  float* decay = tmp + Q * std::max(P, N);  // Q: exp(dt a)
-  float* cum = decay + Q;          // Q: exp(lc), prod of decays
+  float* tmp = W + Q * Q;                    // Q * max(P, N)
+  float* decay = tmp + Q * std::max(P, N);   // Q
+  float* cum = decay + Q;                    // Q
+  float* wv = cum + Q;                       // Q
   for (int64_t c = 0; c < d.nch; ++c) {
-    const int64_t t0 = c * Q, q = std::min(Q, d.T - t0);
+    const int64_t t0 = c * Q, q = std::min(Q, T - t0);
     const float* Bc = xbc + t0 * C + di;
     const float* Cc = Bc + N;
     Gemm(false, true, q, q, N, 1.f, Cc, C, Bc, C, 0.f, G, q);
     const bool state_in = has_init || c > 0;
     for (int64_t h = 0; h < H; ++h) {
       const float a = -std::exp(a_log[h]);
-      const float* dth = dt + t0 * H + h;
-      for (int64_t i = 0; i < q; ++i) decay[i] = dth[i * H] * a;
+      const float* dtc = dtT + h * T + t0;
+      for (int64_t i = 0; i < q; ++i) decay[i] = dtc[i] * a;
       ExpInPlace(decay, q);
-      float run = 1.f;
-      for (int64_t i = 0; i < q; ++i) cum[i] = (run *= decay[i]);
-      // W[i, j] = prod_{j<k<=i} decay_k * G[i, j] * dt_j  (j <= i), built row by row.
-      for (int64_t i = 0; i < q; ++i) {
-        float* wr = W + i * q;
-        if (i == 0) {
-          wr[0] = 1.f;
-        } else {
-          const float* prev = W + (i - 1) * q;  // holds the decay products of row i-1
-          const float di_ = decay[i];
-          for (int64_t j = 0; j < i; ++j) wr[j] = prev[j] * di_;
-          wr[i] = 1.f;
-        }
-      }
-      // Last row of decay products is needed for the state update before W is overwritten.
+      DecayMatrix(decay, q, W, cum);
+      // State update: S_out = cum_L S_in + sum_s Em[L, s] dt_s x_s B_s^T.
       const float* last = W + (q - 1) * q;
-      float* xh_w = tmp;  // [q, P] = exp(lcL - lc_s) dt_s x_s
+      for (int64_t s = 0; s < q; ++s) wv[s] = last[s] * dtc[s];
       const float* xh = xbc + t0 * C + h * P;
+      float* xh_w = tmp;  // [q, P]
       for (int64_t s = 0; s < q; ++s) {
-        const float w = last[s] * dth[s * H];
-        for (int64_t p = 0; p < P; ++p) xh_w[s * P + p] = w * xh[s * C + p];
+        const float w = wv[s];
+        const float* xr = xh + s * C;
+        float* o = xh_w + s * P;
+        for (int64_t p = 0; p < P; ++p) o[p] = w * xr[p];
       }
       float* Sin = S + c * HPN + h * P * N;
       float* Sout = S + (c + 1) * HPN + h * P * N;
       const float eL = cum[q - 1];
       for (int64_t k = 0; k < P * N; ++k) Sout[k] = state_in ? eL * Sin[k] : 0.f;
       Gemm(true, false, P, N, q, 1.f, xh_w, P, Bc, C, 1.f, Sout, N);
-      // Now turn decay products into W (row i from the bottom up keeps products intact).
+      // W = Em * G * dt_j (upper triangle stays 0).
       for (int64_t i = 0; i < q; ++i) {
         float* wr = W + i * q;
         const float* gr = G + i * q;
-        for (int64_t j = 0; j <= i; ++j) wr[j] *= gr[j] * dth[j * H];
-        for (int64_t j = i + 1; j < q; ++j) wr[j] = 0.f;
+        for (int64_t j = 0; j < q; ++j) wr[j] *= gr[j] * dtc[j];
       }
       float* yh = y + t0 * di + h * P;
       Gemm(false, false, q, P, q, 1.f, W, q, xh, C, 0.f, yh, di);
       if (state_in) {
         Gemm(false, true, q, P, N, 1.f, Cc, C, Sin, N, 0.f, tmp, P);
-        for (int64_t i = 0; i < q; ++i)
-          for (int64_t p = 0; p < P; ++p) yh[i * di + p] += cum[i] * tmp[i * P + p];
+        for (int64_t i = 0; i < q; ++i) {
+          const float e = cum[i];
+          float* yr = yh + i * di;
+          const float* tr = tmp + i * P;
+          for (int64_t p = 0; p < P; ++p) yr[p] += e * tr[p];
+        }
       }
       const float Dh = dskip[h];
-      for (int64_t i = 0; i < q; ++i)
-        for (int64_t p = 0; p < P; ++p) yh[i * di + p] += Dh * xh[i * C + p];
+      for (int64_t i = 0; i < q; ++i) {
+        float* yr = yh + i * di;
+        const float* xr = xh + i * C;
+        for (int64_t p = 0; p < P; ++p) yr[p] += Dh * xr[p];
+      }
     }
   }
 }
 
-// Backward of SsdForward. dy [T, di]; adds into dxbc [T, C] (x, B, C parts), ddt [T, H],
-// da_log [H], dD [H]. scratch: >= 5 Q*Q + 4 Q*max(P,N) + 4 Q + 2 H*P*N floats.
-void SsdBackward(const Dims& d, const float* xbc, const float* dt, const float* a_log,
-                 const float* dskip, const float* S, const float* dy, float* dxbc, float* ddt,
+// Backward of SsdForward. dy [T, di]; adds into dxbc [T, C] (x, B, C parts), ddtT [H, T],
+// da_log [H], dD [H].
+__attribute__((target_clones("avx512f", "avx2", "default"))) void SsdBackward(
+    const Dims& d, const float* xbc, const float* dtT, const float* a_log,
+                 const float* dskip, const float* S, const float* dy, float* dxbc, float* ddtT,
                  float* da_log, float* dD, float* scratch, bool has_init) {
-  const int64_t Q = d.Q, C = d.C, P = d.P, N = d.N, H = d.H, di = d.di, HPN = H * P * N;
+  const int64_t Q = d.Q, C = d.C, P = d.P, N = d.N, H = d.H, di = d.di, HPN = H * P * N, T = d.T;
   const int64_t M = std::max(P, N);
   float* G = scratch;
-  float* Em = G + Q * Q;   // decay products exp(lc_i - lc_j), j <= i
-  float* W = Em + Q * Q;
+  float* Em = G + Q * Q;   // decay products, later dW * Em * G
+  float* W = Em + Q * Q;   // W, later dW * W
   float* dW = W + Q * Q;
   float* dG = dW + Q * Q;
   float* tmp = dG + Q * Q;
@@ -180,11 +203,14 @@ void SsdBackward(const Dims& d, const float* xbc, const float* dt, const float* 
   float* decay = dye + Q * M;
   float* cum = decay + Q;
   float* dlc = cum + Q;
-  float* dS = dlc + Q;       // [H, P, N]: d loss / d state leaving the current chunk
+  float* ones = dlc + Q;
+  float* wv = ones + Q;
+  float* dS = wv + Q;        // [H, P, N]: d loss / d state leaving the current chunk
   float* dSprev = dS + HPN;  // [H, P, N]: d loss / d state entering it
+  for (int64_t i = 0; i < Q; ++i) ones[i] = 1.f;
   std::fill(dS, dS + HPN, 0.f);
   for (int64_t c = d.nch - 1; c >= 0; --c) {
-    const int64_t t0 = c * Q, q = std::min(Q, d.T - t0);
+    const int64_t t0 = c * Q, q = std::min(Q, T - t0);
     const float* Bc = xbc + t0 * C + d.di;
     const float* Cc = Bc + N;
     float* dBc = dxbc + t0 * C + d.di;
@@ -195,23 +221,16 @@ void SsdBackward(const Dims& d, const float* xbc, const float* dt, const float* 
     const bool state_grad = c < d.nch - 1;
     for (int64_t h = 0; h < H; ++h) {
       const float a = -std::exp(a_log[h]);
-      const float* dth = dt + t0 * H + h;
-      float* ddth = ddt + t0 * H + h;
-      for (int64_t i = 0; i < q; ++i) decay[i] = dth[i * H] * a;
+      const float* dtc = dtT + h * T + t0;
+      float* ddtc = ddtT + h * T + t0;
+      for (int64_t i = 0; i < q; ++i) decay[i] = dtc[i] * a;
       ExpInPlace(decay, q);
-      float run = 1.f;
-      for (int64_t i = 0; i < q; ++i) cum[i] = (run *= decay[i]);
+      DecayMatrix(decay, q, Em, cum);
       for (int64_t i = 0; i < q; ++i) {
-        float* er = Em + i * q;
-        if (i > 0) {
-          const float* prev = Em + (i - 1) * q;
-          for (int64_t j = 0; j < i; ++j) er[j] = prev[j] * decay[i];
-        }
-        er[i] = 1.f;
-        for (int64_t j = i + 1; j < q; ++j) er[j] = 0.f;
         float* wr = W + i * q;
+        const float* er = Em + i * q;
         const float* gr = G + i * q;
-        for (int64_t j = 0; j < q; ++j) wr[j] = er[j] * gr[j] * dth[j * H];
+        for (int64_t j = 0; j < q; ++j) wr[j] = er[j] * gr[j] * dtc[j];
       }
       const float* xh = xbc + t0 * C + h * P;
       float* dxh = dxbc + t0 * C + h * P;
@@ -219,11 +238,13 @@ void SsdBackward(const Dims& d, const float* xbc, const float* dt, const float* 
       // D skip.
       const float Dh = dskip[h];
       float dDh = 0;
-      for (int64_t i = 0; i < q; ++i)
-        for (int64_t p = 0; p < P; ++p) {
-          dDh += dyh[i * di + p] * xh[i * C + p];
-          dxh[i * C + p] += Dh * dyh[i * di + p];
-        }
+      for (int64_t i = 0; i < q; ++i) {
+        const float* dyr = dyh + i * di;
+        const float* xr = xh + i * C;
+        float* dxr = dxh + i * C;
+        for (int64_t p = 0; p < P; ++p) dDh += dyr[p] * xr[p];
+        for (int64_t p = 0; p < P; ++p) dxr[p] += Dh * dyr[p];
+      }
       dD[h] += dDh;
       // Intra-chunk: y = W x.
       Gemm(false, true, q, q, P, 1.f, dyh, di, xh, C, 0.f, dW, q);
@@ -239,24 +260,26 @@ void SsdBackward(const Dims& d, const float* xbc, const float* dt, const float* 
         // S_out = eL S_in + sum_s last_s dt_s x_s B_s^T.
         Gemm(false, true, q, P, N, 1.f, Bc, C, dSh, N, 0.f, tmp, P);   // [q, P]
         Gemm(false, false, q, N, P, 1.f, xh, C, dSh, N, 0.f, tmp2, N);  // [q, N]
+        for (int64_t s = 0; s < q; ++s) wv[s] = last[s] * dtc[s];
         for (int64_t s = 0; s < q; ++s) {
-          const float ws = last[s], w = ws * dth[s * H];
+          const float ws = last[s], w = wv[s];
+          const float* tr = tmp + s * P;
+          const float* xr = xh + s * C;
+          float* dxr = dxh + s * C;
           float dw = 0;
-          for (int64_t p = 0; p < P; ++p) {
-            dxh[s * C + p] += w * tmp[s * P + p];
-            dw += xh[s * C + p] * tmp[s * P + p];
-          }
-          for (int64_t n = 0; n < N; ++n) dBc[s * C + n] += w * tmp2[s * N + n];
+          for (int64_t p = 0; p < P; ++p) dw += xr[p] * tr[p];
+          for (int64_t p = 0; p < P; ++p) dxr[p] += w * tr[p];
+          const float* t2 = tmp2 + s * N;
+          float* dbr = dBc + s * C;
+          for (int64_t n = 0; n < N; ++n) dbr[n] += w * t2[n];
           dlcL += dw * w;
           dlc[s] -= dw * w;
-          ddth[s * H] += dw * ws;
+          ddtc[s] += dw * ws;
         }
         if (state_in) {
           float dot = 0;
-          for (int64_t k = 0; k < P * N; ++k) {
-            dot += dSh[k] * Sin[k];
-            dSin[k] = eL * dSh[k];
-          }
+          for (int64_t k = 0; k < P * N; ++k) dot += dSh[k] * Sin[k];
+          for (int64_t k = 0; k < P * N; ++k) dSin[k] = eL * dSh[k];
           dlcL += eL * dot;
         }
       } else if (state_in) {
@@ -266,41 +289,48 @@ void SsdBackward(const Dims& d, const float* xbc, const float* dt, const float* 
         // y_i += cum_i C_i S_in^T.
         Gemm(false, false, q, N, P, 1.f, dyh, di, Sin, N, 0.f, tmp3, N);  // [q, N]
         for (int64_t i = 0; i < q; ++i) {
+          const float e = cum[i];
+          const float* t3 = tmp3 + i * N;
+          const float* cr = Cc + i * C;
+          float* dcr = dCc + i * C;
           float de = 0;
-          for (int64_t n = 0; n < N; ++n) {
-            dCc[i * C + n] += cum[i] * tmp3[i * N + n];
-            de += tmp3[i * N + n] * Cc[i * C + n];
-          }
-          dlc[i] += de * cum[i];
-          for (int64_t p = 0; p < P; ++p) dye[i * P + p] = cum[i] * dyh[i * di + p];
+          for (int64_t n = 0; n < N; ++n) de += t3[n] * cr[n];
+          for (int64_t n = 0; n < N; ++n) dcr[n] += e * t3[n];
+          dlc[i] += de * e;
+          const float* dyr = dyh + i * di;
+          float* o = dye + i * P;
+          for (int64_t p = 0; p < P; ++p) o[p] = e * dyr[p];
         }
         Gemm(true, false, P, N, q, 1.f, dye, P, Cc, C, 1.f, dSin, N);
       }
-      // W[i, j] = Em[i, j] G[i, j] dt_j.
+      // W[i, j] = Em[i, j] G[i, j] dt_j: dG += dW Em dt_j; ddt_j += colsum(dW Em G);
+      // d lc_i += rowsum(dW W) and d lc_j -= colsum(dW W).
       for (int64_t i = 0; i < q; ++i) {
-        const float* er = Em + i * q;
+        float* er = Em + i * q;
         const float* gr = G + i * q;
         const float* dwr = dW + i * q;
-        const float* wr = W + i * q;
+        float* wr = W + i * q;
         float* dgr = dG + i * q;
-        float rsum = 0;
-        for (int64_t j = 0; j <= i; ++j) {
-          const float dtj = dth[j * H];
-          dgr[j] += dwr[j] * er[j] * dtj;
-          ddth[j * H] += dwr[j] * er[j] * gr[j];
-          const float r = dwr[j] * wr[j];
-          rsum += r;
-          dlc[j] -= r;
+        for (int64_t j = 0; j < q; ++j) {
+          const float m = dwr[j] * er[j];
+          dgr[j] += m * dtc[j];
+          er[j] = m * gr[j];
+          wr[j] *= dwr[j];
         }
-        dlc[i] += rsum;
       }
+      cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(q), static_cast<int>(q), 1.f, Em,
+                  static_cast<int>(q), ones, 1, 1.f, ddtc, 1);
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(q), static_cast<int>(q), 1.f, W,
+                  static_cast<int>(q), ones, 1, 1.f, dlc, 1);
+      cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(q), static_cast<int>(q), -1.f, W,
+                  static_cast<int>(q), ones, 1, 1.f, dlc, 1);
       dlc[q - 1] += dlcL;
       // lc_i = sum_{k<=i} dt_k a.
       float rc = 0, da = 0;
       for (int64_t i = q - 1; i >= 0; --i) {
         rc += dlc[i];
-        ddth[i * H] += a * rc;
-        da += dth[i * H] * rc;
+        ddtc[i] += a * rc;
+        da += dtc[i] * rc;
       }
       da_log[h] += da * a;
     }
@@ -391,7 +421,7 @@ RowResult Mamba2Lm::RowForwardBackward(const float* params, std::span<const int3
   d.nch = (d.T + d.Q - 1) / d.Q;
   const int64_t T = d.T, D = d.D, V = d.V, di = d.di, C = d.C, E = d.E, H = d.H, K = d.K;
   const int L = cf.layers;
-  const int64_t HPN = H * d.P * d.N, M = std::max(d.P, d.N);
+  const int64_t HPN = H * d.P * d.N;
   const bool backward = grads != nullptr;
 
   // Workspace layout.
@@ -402,7 +432,7 @@ RowResult Mamba2Lm::RowForwardBackward(const float* params, std::span<const int3
   const int64_t o_proj = ar.Take(L * T * E);
   const int64_t o_pre = ar.Take(L * T * C);   // conv output before SiLU
   const int64_t o_xbc = ar.Take(L * T * C);
-  const int64_t o_dt = ar.Take(L * T * H);
+  const int64_t o_dt = ar.Take(L * T * H);  // per layer [H, T] (transposed)
   const int64_t o_y = ar.Take(L * T * di);
   const int64_t o_g = ar.Take(L * T * di);
   const int64_t o_rg = ar.Take(L * T);
@@ -411,7 +441,8 @@ RowResult Mamba2Lm::RowForwardBackward(const float* params, std::span<const int3
   const int64_t o_rf = ar.Take(T);
   const int64_t o_hn = ar.Take(T * D);
   const int64_t o_logits = ar.Take(T * V);
-  const int64_t o_scratch = ar.Take(5 * d.Q * d.Q + 4 * d.Q * M + 4 * d.Q + 2 * HPN);
+  const int64_t o_scratch = ar.Take(SsdScratch(d));
+  const int64_t o_cwt = ar.Take(2 * K * C);  // conv weight and its gradient as [K, C]
   const int64_t o_dh = ar.Take(T * D);
   const int64_t o_dun = ar.Take(T * D);
   const int64_t o_dyn = ar.Take(T * di);
@@ -451,12 +482,16 @@ RowResult Mamba2Lm::RowForwardBackward(const float* params, std::span<const int3
     RmsForward(h, params + lo.norm, T, D, cf.eps, r, un);
     Gemm(false, true, T, E, D, 1.f, un, D, params + lo.in_proj, D, 0.f, proj, E);
     // Causal depthwise conv over xBC (proj columns [di, di + C)).
-    const float* cw = params + lo.conv_w;  // [C, K]
+    const float* cw_raw = params + lo.conv_w;  // [C, K]
+    float* cwt = ar.at(o_cwt);                 // [K, C]
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t k = 0; k < K; ++k) cwt[k * C + c] = cw_raw[c * K + k];
     const float* cb = params + lo.conv_b;
     for (int64_t t = 0; t < T; ++t) {
       float* o = pre + t * C;
       for (int64_t c = 0; c < C; ++c) o[c] = cb[c];
       for (int64_t k = 0; k < K; ++k) {
+        const float* cw = cwt + k * C;
         const int64_t src = t - (K - 1) + k;
         const float* in;
         if (src >= 0) {
@@ -466,14 +501,14 @@ RowResult Mamba2Lm::RowForwardBackward(const float* params, std::span<const int3
         } else {
           continue;
         }
-        for (int64_t c = 0; c < C; ++c) o[c] += cw[c * K + k] * in[c];
+        for (int64_t c = 0; c < C; ++c) o[c] += cw[c] * in[c];
       }
     }
     SiluArray(pre, xbc, T * C);
     const float* dtb = params + lo.dt_bias;
     for (int64_t t = 0; t < T; ++t)
       for (int64_t hh = 0; hh < H; ++hh)
-        dt[t * H + hh] = Softplus(proj[t * E + di + C + hh] + dtb[hh]);
+        dt[hh * T + t] = Softplus(proj[t * E + di + C + hh] + dtb[hh]);
     if (st_ssm) {
       std::memcpy(S, st_ssm, sizeof(float) * HPN);
     } else {
@@ -579,15 +614,19 @@ RowResult Mamba2Lm::RowForwardBackward(const float* params, std::span<const int3
     float* ddtb = grads + lo.dt_bias;
     for (int64_t t = 0; t < T; ++t)
       for (int64_t hh = 0; hh < H; ++hh) {
-        const float dv = ddt[t * H + hh] * -std::expm1(-dt[t * H + hh]);
+        const float dv = ddt[hh * T + t] * -std::expm1(-dt[hh * T + t]);
         dproj[t * E + di + C + hh] = dv;
         ddtb[hh] += dv;
       }
     // xbc = silu(pre): dpre in place of dxbc.
     SiluGradInPlace(pre, dxbc, T * C);
     // Conv: dW, db, d input (into dproj's xBC columns).
-    const float* cw = params + lo.conv_w;
-    float* dcw = grads + lo.conv_w;
+    const float* cw_raw = params + lo.conv_w;  // [C, K]
+    float* cwt = ar.at(o_cwt);                 // [K, C]
+    float* dcwt = cwt + K * C;                 // [K, C]
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t k = 0; k < K; ++k) cwt[k * C + c] = cw_raw[c * K + k];
+    std::fill(dcwt, dcwt + K * C, 0.f);
     float* dcb = grads + lo.conv_b;
     for (int64_t t = 0; t < T; ++t) {
       float* dst = dproj + t * E + di;
@@ -598,19 +637,24 @@ RowResult Mamba2Lm::RowForwardBackward(const float* params, std::span<const int3
       for (int64_t c = 0; c < C; ++c) dcb[c] += dp[c];
       for (int64_t k = 0; k < K; ++k) {
         const int64_t src = t - (K - 1) + k;
+        const float* cw = cwt + k * C;
+        float* dcw = dcwt + k * C;
         const float* in;
         if (src >= 0) {
           in = proj + src * E + di;
           float* din = dproj + src * E + di;
-          for (int64_t c = 0; c < C; ++c) din[c] += cw[c * K + k] * dp[c];
+          for (int64_t c = 0; c < C; ++c) din[c] += cw[c] * dp[c];
         } else if (st_conv) {
           in = st_conv + (src + K - 1) * C;
         } else {
           continue;
         }
-        for (int64_t c = 0; c < C; ++c) dcw[c * K + k] += dp[c] * in[c];
+        for (int64_t c = 0; c < C; ++c) dcw[c] += dp[c] * in[c];
       }
     }
+    float* dcw_raw = grads + lo.conv_w;
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t k = 0; k < K; ++k) dcw_raw[c * K + k] += dcwt[k * C + c];
     // in_proj.
     Gemm(true, false, E, D, T, 1.f, dproj, E, un, D, 1.f, grads + lo.in_proj, D);
     Gemm(false, false, T, D, E, 1.f, dproj, E, params + lo.in_proj, D, 0.f, dun, D);

@@ -1,0 +1,425 @@
+// tapeloop train --arch mamba2 --task addition --mode pointer --max-len 5 --steps N --seed S
+//                --out DIR [--config FILE] [model / optimizer / data / evaluation flags]
+// Trains a model from scratch on a task's expert trajectories (engine/train/trainer.h) and
+// writes DIR/config.json + model.safetensors (HF format), DIR/trainer_state.safetensors,
+// DIR/tokenizer.json and DIR/train_log.jsonl. With --agent-eval-lengths it then runs greedy
+// agent-loop episodes (the model drives the pointer-memory tool; observations are fed back)
+// and reports exact match per length; --eval-only does only that, on the model in DIR.
+#include <cblas.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cstdlib>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <thread>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "cli/args.h"
+#include "cli/command.h"
+#include "common/status_macros.h"
+#include "common/tokenizer.h"
+#include "engine/checkpoint/safetensors.h"
+#include "engine/train/trainer.h"
+#include "nlohmann/json.hpp"
+#include "tasks/task.h"
+#include "tasks/trajectory_source.h"
+#include "tools/pointer_memory.h"
+
+namespace tapeloop::cli {
+namespace {
+
+namespace et = ::tapeloop::engine::train;
+
+// tasks::TrajectorySource as the trainer's ExampleSource.
+class TaskExamples final : public et::ExampleSource {
+ public:
+  explicit TaskExamples(std::unique_ptr<tasks::TrajectorySource> src) : src_(std::move(src)) {}
+  std::vector<et::TrainExample> Next(int count) override {
+    std::vector<et::TrainExample> out;
+    for (tasks::Example& e : src_->Next(count))
+      out.push_back(et::TrainExample{std::vector<int32_t>(e.tokens.begin(), e.tokens.end()),
+                                     std::move(e.loss_mask)});
+    return out;
+  }
+  uint64_t position() const override { return src_->position(); }
+  void Seek(uint64_t p) override { src_->Seek(p); }
+
+ private:
+  std::unique_ptr<tasks::TrajectorySource> src_;
+};
+
+// Flags, optionally defaulted from a JSON config file with the same keys.
+class Flags {
+ public:
+  Flags(Args* args, nlohmann::json config) : args_(args), config_(std::move(config)) {}
+  std::string Str(const std::string& k, const std::string& def) {
+    if (auto v = args_->Get(k)) return *v;
+    if (config_.contains(k)) {
+      const auto& j = config_.at(k);
+      return j.is_string() ? j.get<std::string>() : j.dump();
+    }
+    return def;
+  }
+  absl::StatusOr<double> Num(const std::string& k, double def) {
+    const std::string s = Str(k, "");
+    if (s.empty()) return def;
+    double v;
+    if (!absl::SimpleAtod(s, &v))
+      return absl::InvalidArgumentError(absl::StrCat("--", k, ": not a number: '", s, "'"));
+    return v;
+  }
+
+ private:
+  Args* args_;
+  nlohmann::json config_;
+};
+
+struct AgentResult {
+  int episodes = 0, exact = 0;
+  int64_t tokens = 0;
+};
+
+// Greedy agent-loop episodes in pointer mode, all episodes batched through Mamba2Lm::Step:
+// the prompt is fed token by token; a generated pointer command runs on the episode's
+// PointerMemory and a read's observation is fed back as the next input; thoughts, [ANS] and
+// outputs are emitted to memory; [EOS] (or an error, or 2x the expert's length) ends it.
+absl::StatusOr<AgentResult> AgentEval(const et::Mamba2Lm& model, const std::vector<float>& params,
+                                      const tasks::Task& task, int length, int episodes,
+                                      uint64_t seed, int threads) {
+  struct Episode {
+    tasks::Instance inst;
+    std::vector<TokenId> pending;  // inputs to feed before generating
+    std::unique_ptr<tools::PointerMemory> mem;
+    std::vector<TokenId> output;
+    bool after_ans = false, done = false;
+    int64_t limit = 0, generated = 0;
+  };
+  std::vector<Episode> eps(episodes);
+  for (int i = 0; i < episodes; ++i) {
+    tasks::Rng rng(tasks::MixSeed(seed, i));
+    eps[i].inst = task.Generate(length, /*training=*/false, rng);
+    ASSIGN_OR_RETURN(tasks::Trajectory expert, task.Expert(eps[i].inst, tasks::Mode::kPointer));
+    eps[i].limit = 2 * static_cast<int64_t>(expert.tokens.size());
+    std::vector<TokenId> prompt = tasks::PromptTokens(eps[i].inst);
+    eps[i].mem = std::make_unique<tools::PointerMemory>(
+        std::vector<TokenId>(prompt.begin() + 1, prompt.end()));
+    eps[i].pending.assign(prompt.rbegin(), prompt.rend());  // popped from the back
+  }
+  const int64_t S = model.config().state_size(), V = model.config().vocab;
+  // Episodes split into `threads` groups, each stepping its own batch.
+  std::vector<std::thread> pool;
+  std::atomic<int64_t> total_tokens{0};
+  auto run_group = [&](int g) {
+    std::vector<int> mine;
+    for (int i = g; i < episodes; i += threads) mine.push_back(i);
+    const int R = static_cast<int>(mine.size());
+    std::vector<float> states(R * S, 0.f), logits(R * V);
+    std::vector<int32_t> next(R);
+    for (int k = 0; k < R; ++k) {
+      next[k] = eps[mine[k]].pending.back();
+      eps[mine[k]].pending.pop_back();
+    }
+    for (;;) {
+      bool any = false;
+      for (int k = 0; k < R; ++k) any |= !eps[mine[k]].done;
+      if (!any) break;
+      model.Step(params.data(), next, states.data(), logits.data());
+      total_tokens += R;
+      for (int k = 0; k < R; ++k) {
+        Episode& e = eps[mine[k]];
+        if (e.done) continue;
+        if (!e.pending.empty()) {
+          next[k] = e.pending.back();
+          e.pending.pop_back();
+          continue;
+        }
+        const float* z = logits.data() + k * V;
+        const TokenId tok = static_cast<TokenId>(std::max_element(z, z + V) - z);
+        next[k] = tok;
+        if (++e.generated > e.limit) {
+          e.done = true;
+          continue;
+        }
+        if (tokens::IsPointerCommand(tok)) {
+          auto obs = e.mem->Command(tok);
+          if (!obs.ok()) {
+            e.done = true;
+            continue;
+          }
+          if (obs->has_value()) e.pending.push_back(**obs);
+        } else if (tok == tokens::kEos) {
+          e.done = true;
+        } else {
+          if (!e.mem->Emit(tok).ok()) {
+            e.done = true;
+            continue;
+          }
+          if (e.after_ans) e.output.push_back(tok);
+          if (tok == tokens::kAns) e.after_ans = true;
+        }
+      }
+    }
+  };
+  for (int g = 1; g < threads; ++g) pool.emplace_back(run_group, g);
+  run_group(0);
+  for (auto& t : pool) t.join();
+  AgentResult res;
+  res.episodes = episodes;
+  res.tokens = total_tokens;
+  for (const Episode& e : eps)
+    res.exact += tasks::ScoreOutput(e.inst, tasks::Mode::kPointer, e.output).exact;
+  return res;
+}
+
+// OpenBLAS 0.3.21 does not recognize some recent Xeons (e.g. family 6 model 207 under KVM) and
+// falls back to its Prescott (SSE3) kernels, ~4x slower here. Its core type can only be chosen
+// before the library initializes, so when that happened on a CPU with AVX-512 / AVX2 we re-run
+// this process once with OPENBLAS_CORETYPE set. Returns only if no re-exec was needed.
+void UseFastBlasKernels(char** argv) {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
+  std::string core = openblas_get_corename();
+  for (char& c : core) c = static_cast<char>(std::tolower(c));
+  if (core != "prescott" && core != "core2" && core != "unknown") return;
+  const char* want = __builtin_cpu_supports("avx512f") ? "SkylakeX"
+                     : __builtin_cpu_supports("avx2")  ? "Haswell"
+                                                       : nullptr;
+  if (want == nullptr) return;
+  setenv("OPENBLAS_CORETYPE", want, 1);
+  std::fprintf(stderr, "tapeloop train: OpenBLAS chose %s kernels; re-running with OPENBLAS_CORETYPE=%s\n",
+               core.c_str(), want);
+  execv("/proc/self/exe", argv - 1);  // argv[-1] is the binary (main passes argv + 1)
+}
+
+int RunTrain(int argc, char** argv) {
+  UseFastBlasKernels(argv);
+  Args args(argc, argv, {"help", "eval-only", "resume"});
+  if (args.Bool("help")) {
+    std::cout
+        << "usage: tapeloop train --arch mamba2 --task addition --mode pointer --max-len 5\n"
+           "                      --steps N --seed S --out DIR [--config FILE]\n"
+           "  model:      --d-model 128 --layers 4 --state 16 --head-dim 16 --expand 2 --chunk 64\n"
+           "  optimizer:  --batch 128 --lr 2e-3 --warmup 100 --clip 1.0 --weight-decay 0.01\n"
+           "              --decay-all (also decay norms/biases/embeddings, as the prototype)\n"
+           "  data:       --max-tokens 0 (skip longer trajectories)\n"
+           "  states:     --init-state zero|pass-final|noise --noise-std 0.1\n"
+           "              --tbptt-concat 1 --tbptt-window 0\n"
+           "  running:    --threads 2 --log-every 10 --eval-every 100 --eval-count 128\n"
+           "              --eval-length MAX_LEN --checkpoint-every 0 --resume\n"
+           "  agent eval: --agent-eval-lengths 5,20 --agent-episodes 64 --agent-seed 1\n"
+           "              --eval-only (no training: evaluate the model in --out)\n"
+           "  --config FILE: a JSON object with any of these keys (flags override it)\n";
+    return 0;
+  }
+  nlohmann::json config = nlohmann::json::object();
+  if (auto file = args.Get("config")) {
+    auto text = engine::ReadFileToString(*file);
+    if (!text.ok()) return Fail("train", text.status(), 2);
+    config = nlohmann::json::parse(*text, nullptr, false);
+    if (config.is_discarded() || !config.is_object())
+      return Fail("train", absl::InvalidArgumentError(absl::StrCat("--config ", *file, ": not a JSON object")), 2);
+  }
+  Flags f(&args, config);
+  const bool eval_only = args.Bool("eval-only") || f.Str("eval-only", "") == "true";
+  const bool resume = args.Bool("resume") || f.Str("resume", "") == "true";
+  const bool decay_all = args.Bool("decay-all") || f.Str("decay-all", "") == "true";
+  const std::string arch = f.Str("arch", "mamba2");
+  const std::string task_name = f.Str("task", "addition");
+  const std::string mode_name = f.Str("mode", "pointer");
+  const std::string out = f.Str("out", "");
+  const std::string init_state = f.Str("init-state", "zero");
+  const std::string agent_lengths = f.Str("agent-eval-lengths", "");
+  std::map<std::string, double> n;
+  for (auto [k, def] : std::vector<std::pair<std::string, double>>{
+           {"max-len", 5}, {"steps", 400}, {"seed", 0}, {"d-model", 128}, {"layers", 4},
+           {"state", 16}, {"head-dim", 16}, {"expand", 2}, {"chunk", 64}, {"batch", 128},
+           {"lr", 2e-3}, {"warmup", 100}, {"clip", 1.0}, {"weight-decay", 0.01},
+           {"max-tokens", 0}, {"noise-std", 0.1}, {"tbptt-concat", 1}, {"tbptt-window", 0},
+           {"threads", 2}, {"log-every", 10}, {"eval-every", 100}, {"eval-count", 128},
+           {"eval-length", -1}, {"checkpoint-every", 0}, {"agent-episodes", 64},
+           {"agent-seed", 1}}) {
+    auto v = f.Num(k, def);
+    if (!v.ok()) return Fail("train", v.status(), 2);
+    n[k] = *v;
+  }
+  args.Get("config");
+  if (auto st = args.Finish(); !st.ok()) return Fail("train", st, 2);
+  if (out.empty()) return Fail("train", absl::InvalidArgumentError("--out DIR is required"), 2);
+  if (arch != "mamba2")
+    return Fail("train", absl::UnimplementedError(absl::StrCat(
+                             "--arch ", arch, ": this trainer has backward passes for mamba2 only "
+                             "(llama, mistral, nemotron_h are not implemented yet)")), 2);
+  auto mode = tasks::ParseMode(mode_name);
+  if (!mode.ok()) return Fail("train", mode.status(), 2);
+  auto task = tasks::FindTask(task_name);
+  if (!task.ok()) return Fail("train", task.status(), 2);
+
+  et::Mamba2LmConfig mc;
+  mc.vocab = tokens::kVocabSize;
+  mc.d_model = static_cast<int64_t>(n["d-model"]);
+  mc.layers = static_cast<int>(n["layers"]);
+  mc.state = static_cast<int>(n["state"]);
+  mc.head_dim = static_cast<int>(n["head-dim"]);
+  mc.expand = static_cast<int>(n["expand"]);
+  mc.chunk = static_cast<int>(n["chunk"]);
+  if (mc.d_model < 1 || mc.layers < 1 || mc.state < 1 || mc.head_dim < 1 || mc.expand < 1 ||
+      mc.chunk < 1 || mc.inner() % mc.head_dim != 0)
+    return Fail("train", absl::InvalidArgumentError("model sizes must be positive and d-model * expand divisible by head-dim"), 2);
+  et::TrainOptions o;
+  o.steps = static_cast<int64_t>(n["steps"]);
+  o.batch = static_cast<int>(n["batch"]);
+  o.lr = n["lr"];
+  o.warmup = static_cast<int64_t>(n["warmup"]);
+  o.clip = n["clip"];
+  o.adam.weight_decay = static_cast<float>(n["weight-decay"]);
+  o.adam.decay_all = decay_all;
+  o.threads = std::max(1, static_cast<int>(n["threads"]));
+  o.seed = static_cast<uint64_t>(n["seed"]);
+  o.noise_std = static_cast<float>(n["noise-std"]);
+  o.tbptt_concat = std::max(1, static_cast<int>(n["tbptt-concat"]));
+  o.tbptt_window = static_cast<int64_t>(n["tbptt-window"]);
+  if (init_state == "zero") {
+    o.init_state = et::InitState::kZero;
+  } else if (init_state == "pass-final") {
+    o.init_state = et::InitState::kPassFinal;
+  } else if (init_state == "noise") {
+    o.init_state = et::InitState::kNoise;
+  } else {
+    return Fail("train", absl::InvalidArgumentError(absl::StrCat("--init-state ", init_state, ": expected zero, pass-final or noise")), 2);
+  }
+  if (o.batch < 1 || o.steps < 0)
+    return Fail("train", absl::InvalidArgumentError("--batch must be >= 1 and --steps >= 0"), 2);
+
+  tasks::TrajectorySourceConfig sc;
+  sc.task = task_name;
+  sc.mode = *mode;
+  sc.max_length = static_cast<int>(n["max-len"]);
+  sc.training = true;
+  sc.seed = o.seed;
+  sc.max_tokens = static_cast<int64_t>(n["max-tokens"]);
+  auto src = tasks::MakeTrajectorySource(sc);
+  if (!src.ok()) return Fail("train", src.status(), 2);
+  TaskExamples data(std::move(*src));
+  tasks::TrajectorySourceConfig ec = sc;
+  ec.training = false;
+  ec.max_length = n["eval-length"] > 0 ? static_cast<int>(n["eval-length"]) : sc.max_length;
+  ec.seed = o.seed ^ 0x5eed0fe7a1ULL;  // held out: another stream of fresh instances
+  ec.max_tokens = 0;
+  auto esrc = tasks::MakeTrajectorySource(ec);
+  if (!esrc.ok()) return Fail("train", esrc.status(), 2);
+  TaskExamples held(std::move(*esrc));
+
+  et::Trainer trainer(mc, o, &data);
+  std::fprintf(stderr, "tapeloop train: %s %s/%s, %lld parameters (D=%lld L=%d N=%d P=%d), batch %d, lr %g, %lld steps, %d threads\n",
+               arch.c_str(), task_name.c_str(), mode_name.c_str(),
+               static_cast<long long>(trainer.model().table().total()),
+               static_cast<long long>(mc.d_model), mc.layers, mc.state, mc.head_dim, o.batch, o.lr,
+               static_cast<long long>(o.steps), o.threads);
+  if (resume || eval_only) {
+    if (auto st = trainer.LoadCheckpoint(out); !st.ok()) return Fail("train", st, 1);
+    std::fprintf(stderr, "resumed from %s at step %lld\n", out.c_str(),
+                 static_cast<long long>(trainer.step()));
+  }
+  std::error_code dir_ec;
+  std::filesystem::create_directories(out, dir_ec);
+  std::ofstream log(out + "/train_log.jsonl", std::ios::app);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  auto evaluate = [&](int64_t step) {
+    et::EvalStats ev = trainer.Evaluate(held.Next(static_cast<int>(n["eval-count"])));
+    nlohmann::json j = {{"step", step},
+                        {"eval_length", ec.max_length},
+                        {"eval_examples", ev.examples},
+                        {"eval_exact", ev.exact_rate()},
+                        {"eval_token_acc", ev.token_acc},
+                        {"eval_loss", ev.loss},
+                        {"elapsed_s", elapsed()}};
+    log << j.dump() << "\n" << std::flush;
+    std::fprintf(stderr, "eval step %lld: held-out %d-digit exact %.4f (%lld/%lld, teacher-forced), token acc %.5f\n",
+                 static_cast<long long>(step), ec.max_length, ev.exact_rate(),
+                 static_cast<long long>(ev.exact), static_cast<long long>(ev.examples), ev.token_acc);
+    return ev;
+  };
+  if (!eval_only) {
+    const int64_t start = trainer.step();
+    int64_t tokens = 0;
+    double train_time = 0;
+    for (int64_t s = start; s < o.steps; ++s) {
+      const double a = elapsed();
+      et::StepStats st = trainer.Step();
+      const double dt = elapsed() - a;
+      train_time += dt;
+      tokens += st.tokens;
+      nlohmann::json j = {{"step", st.step},       {"loss", st.loss},
+                          {"lr", st.lr},           {"grad_norm", st.grad_norm},
+                          {"tokens", st.tokens},   {"token_acc", st.token_acc},
+                          {"step_s", dt},          {"elapsed_s", elapsed()}};
+      log << j.dump() << "\n";
+      const int64_t every = std::max<int64_t>(1, static_cast<int64_t>(n["log-every"]));
+      if (st.step % every == 0 || st.step == o.steps || st.step == start + 1) {
+        const double tps = tokens / std::max(train_time, 1e-9);
+        const double eta = train_time / (st.step - start) * (o.steps - st.step);
+        std::fprintf(stderr, "step %lld/%lld loss %.5f tok_acc %.4f lr %.2e gnorm %.3f tok/s %.0f elapsed %.0fs eta %.0fs\n",
+                     static_cast<long long>(st.step), static_cast<long long>(o.steps), st.loss,
+                     st.token_acc, st.lr, st.grad_norm, tps, elapsed(), eta);
+      }
+      const int64_t eval_every = static_cast<int64_t>(n["eval-every"]);
+      if (eval_every > 0 && (st.step % eval_every == 0 || st.step == o.steps)) evaluate(st.step);
+      const int64_t ck = static_cast<int64_t>(n["checkpoint-every"]);
+      if (ck > 0 && st.step % ck == 0 && st.step != o.steps) {
+        if (auto cs = trainer.SaveCheckpoint(out); !cs.ok()) return Fail("train", cs, 1);
+      }
+    }
+    if (auto cs = trainer.SaveCheckpoint(out); !cs.ok()) return Fail("train", cs, 1);
+    if (auto ts = Tokenizer().Save(out + "/tokenizer.json"); !ts.ok()) return Fail("train", ts, 1);
+    std::fprintf(stderr, "trained %lld steps in %.1fs (%.0f tokens/s); saved %s\n",
+                 static_cast<long long>(o.steps - start), train_time, tokens / std::max(train_time, 1e-9),
+                 out.c_str());
+    nlohmann::json j = {{"done", true}, {"steps", o.steps}, {"train_s", train_time}, {"elapsed_s", elapsed()}};
+    log << j.dump() << "\n" << std::flush;
+  }
+  if (!agent_lengths.empty()) {
+    if (*mode != tasks::Mode::kPointer)
+      return Fail("train", absl::InvalidArgumentError("--agent-eval-lengths needs --mode pointer"), 2);
+    for (absl::string_view piece : absl::StrSplit(agent_lengths, ',')) {
+      int len = 0;
+      if (!absl::SimpleAtoi(piece, &len) || len < 1)
+        return Fail("train", absl::InvalidArgumentError(absl::StrCat("--agent-eval-lengths: bad length '", std::string(piece), "'")), 2);
+      const double a = elapsed();
+      auto r = AgentEval(trainer.model(), trainer.params(), **task, len,
+                         static_cast<int>(n["agent-episodes"]), static_cast<uint64_t>(n["agent-seed"]),
+                         o.threads);
+      if (!r.ok()) return Fail("train", r.status(), 1);
+      const double rate = double(r->exact) / std::max(1, r->episodes);
+      std::fprintf(stderr, "agent eval: %d-digit %s, %d episodes: exact %.4f (%d/%d), %.1fs\n", len,
+                   task_name.c_str(), r->episodes, rate, r->exact, r->episodes, elapsed() - a);
+      nlohmann::json j = {{"agent_eval_length", len}, {"episodes", r->episodes}, {"exact", rate},
+                          {"seed", n["agent-seed"]}, {"seconds", elapsed() - a}};
+      log << j.dump() << "\n" << std::flush;
+      std::cout << j.dump() << std::endl;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+TAPELOOP_REGISTER_COMMAND("train", "train a model from scratch on a task's expert trajectories",
+                          RunTrain);
+
+}  // namespace tapeloop::cli
