@@ -233,12 +233,12 @@ std::string FormatEntry(const std::string& filename, int line, const std::string
         if (IsWs(src[i])) continue;
         left_anchor = i;
         right_anchor = i + 1;
+        // CPython 3.11.2 takes the first non-space character after the left operand, even a
+        // closing parenthesis, and one more if it is not followed by a space.
         if (i + 1 < right->range.col && !IsWs(src[i + 1])) ++right_anchor;
-        if (i + 1 < right->range.col && src[i] == ')') continue;
         anchors = true;
         break;
       }
-      if (left_anchor >= 0) anchors = true;
     } else if (node != nullptr && node->kind == ExprKind::kSubscript && !node->is_slice) {
       left_anchor = node->children[0]->range.end_col;
       right_anchor = node->children[1]->range.end_col + 1;

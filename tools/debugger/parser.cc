@@ -743,6 +743,7 @@ class Parser {
     }
     ++pos_;
     std::set<std::string> seen;
+    std::optional<Token> duplicate;  // reported after the list parses, as CPython's symtable does
     while (!IsOp(")")) {
       const Token p = Peek();
       if (IsOp("*") || IsOp("**") || IsOp("/")) {
@@ -751,10 +752,7 @@ class Parser {
       }
       std::string param = ParseIdentifier();
       if (failed_) return false;
-      if (!seen.insert(param).second) {
-        Fail("duplicate argument '" + param + "' in function definition", p);
-        return false;
-      }
+      if (!seen.insert(param).second && !duplicate) duplicate = p;
       def->params.push_back(param);
       if (AcceptOp("=")) {
         def->defaults.push_back(ParseExpr());
@@ -771,6 +769,10 @@ class Parser {
     }
     if (!AcceptOp(")")) {
       Fail("invalid syntax", Peek());
+      return false;
+    }
+    if (duplicate) {
+      Fail("duplicate argument '" + duplicate->text + "' in function definition", *duplicate);
       return false;
     }
     if (IsOp("->")) {

@@ -12,12 +12,14 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "tasks/code_debug/code_debug.h"
+#include "tasks/task.h"
 #include "tools/debugger/debugger.h"
 #include "tools/debugger/interpreter.h"
 
@@ -218,6 +220,95 @@ TEST(CPythonCrossCheckTest, HandWrittenErrors) {
     ++n;
   }
   EXPECT_EQ(n, static_cast<int>(mains.size()));
+}
+
+}  // namespace
+}  // namespace tapeloop::tasks::code_debug
+
+namespace tapeloop::tasks::code_debug {
+namespace {
+
+// Random small mutations of generated programs (renamed variables, dropped or extra
+// arguments, zero divisors, deleted lines) give a wide mix of NameError, UnboundLocalError,
+// TypeError, ZeroDivisionError, IndentationError... each must match CPython too.
+debugger::FileMap Mutate(const debugger::FileMap& files, Rng& rng) {
+  debugger::FileMap out = files;
+  auto it = out.begin();
+  std::advance(it, rng.Uniform(0, static_cast<int64_t>(out.size()) - 1));
+  std::string& text = it->second;
+  std::vector<size_t> starts = {0};
+  for (size_t i = 0; i + 1 < text.size(); ++i)
+    if (text[i] == '\n') starts.push_back(i + 1);
+  size_t li = rng.Uniform(0, static_cast<int64_t>(starts.size()) - 1);
+  size_t a = starts[li];
+  size_t b = text.find('\n', a);
+  std::string line = text.substr(a, b - a);
+  switch (rng.Uniform(0, 4)) {
+    case 0: {  // rename a variable
+      size_t v = line.find('v');
+      if (v != std::string::npos && v + 1 < line.size() && isdigit(line[v + 1])) {
+        size_t e = v + 1;
+        while (e < line.size() && isdigit(line[e])) ++e;
+        line.replace(v, e - v, "v" + std::to_string(rng.Uniform(0, 11)));
+      }
+      break;
+    }
+    case 1: {  // drop an argument / parameter
+      size_t c = line.rfind(", ");
+      if (c != std::string::npos) {
+        size_t e = line.find_first_of(",)", c + 2);
+        if (e != std::string::npos) line.erase(c, e - c);
+      }
+      break;
+    }
+    case 2: {  // an extra argument (to a call or def: never making a tuple)
+      size_t c = line.rfind(')');
+      size_t o = c == std::string::npos ? c : line.rfind('(', c);
+      if (c != std::string::npos && o != std::string::npos && o > 0 && isalnum(line[o - 1]) &&
+          line.find("print") == std::string::npos) {
+        line.insert(c, line[c - 1] == '(' ? "v3" : ", v3");
+      }
+      break;
+    }
+    case 3: {  // a zero divisor
+      size_t c = line.find("% ");
+      if (c == std::string::npos) c = line.find("// ");
+      if (c != std::string::npos) {
+        size_t d = line.find(' ', c) + 1;
+        size_t e = d;
+        while (e < line.size() && isdigit(line[e])) ++e;
+        if (e > d) line.replace(d, e - d, "0");
+      }
+      break;
+    }
+    default:  // delete the line
+      line.clear();
+      break;
+  }
+  text.replace(a, b - a, line);
+  return out;
+}
+
+TEST(CPythonCrossCheckTest, MutatedPrograms) {
+  if (!HavePython()) GTEST_SKIP() << kPython << " not found";
+  Rng rng(2024);
+  std::map<std::string, int> types;
+  int compared = 0;
+  for (int i = 0; i < 250; ++i) {
+    int n = static_cast<int>(rng.Uniform(2, 12));
+    auto x = GenerateCodeDebug(n, rng.Next());
+    ASSERT_TRUE(x.ok());
+    debugger::FileMap files = Mutate(rng.Uniform(0, 1) ? x->fixed : x->buggy, rng);
+    if (rng.Uniform(0, 2) == 0) files = Mutate(files, rng);
+    debugger::RunResult r = debugger::RunProgram(files, "main.py");
+    ++types[r.exception_type.empty() ? "ok" : r.exception_type];
+    Same(files, "mutation " + std::to_string(i));
+    ++compared;
+  }
+  std::string summary;
+  for (const auto& [type, count] : types) summary += type + "=" + std::to_string(count) + " ";
+  std::cout << "cross-checked " << compared << " mutated programs: " << summary << "\n";
+  EXPECT_GE(types.size(), 4u);
 }
 
 }  // namespace
