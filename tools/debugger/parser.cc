@@ -10,6 +10,9 @@ namespace tapeloop::debugger {
 namespace {
 
 constexpr int kMaxNesting = 200;  // CPython's parser refuses deeper nesting, too
+// Bound on the depth of an expression tree (nesting plus chained operators such as
+// `1 + 1 + ...`), so that parsing, evaluating and freeing it never exhausts a thread's stack.
+constexpr int kMaxExprDepth = 1000;
 
 enum class Tok { kName, kNumber, kString, kOp, kNewline, kIndent, kDedent, kEnd };
 
@@ -790,8 +793,16 @@ class Parser {
 
   // ---- expressions ----
 
+  // Counts one more level of expression depth; fails past kMaxExprDepth. Callers undo their
+  // levels with `expr_depth_ -= n` when done.
+  bool Deeper() {
+    if (++expr_depth_ <= kMaxExprDepth) return true;
+    Fail("expression too deeply nested or too long for the tapeloop interpreter", Peek());
+    return false;
+  }
+
   std::unique_ptr<Expr> ParseExpr() {
-    if (++expr_depth_ > kMaxNesting) {
+    if (++expr_depth_ > kMaxExprDepth) {
       Fail("too many nested expressions", Peek());
       --expr_depth_;
       return MakeExpr(ExprKind::kNone, {});
@@ -852,7 +863,9 @@ class Parser {
     if (IsKeyword("not")) {
       const Token t = Peek();
       ++pos_;
+      if (!Deeper()) return MakeExpr(ExprKind::kNone, {});
       auto operand = ParseNot();
+      --expr_depth_;
       if (failed_) return operand;
       auto e = MakeExpr(ExprKind::kUnaryOp,
                         Span(SourceRange{t.line, t.col, t.end_line, t.end_col}, operand->outer));
@@ -906,7 +919,9 @@ class Parser {
 
   std::unique_ptr<Expr> ParseArith() {
     auto left = ParseTerm();
-    while (!failed_ && (IsOp("+") || IsOp("-"))) {
+    int levels = 0;
+    while (!failed_ && (IsOp("+") || IsOp("-")) && Deeper()) {
+      ++levels;
       std::string op = Peek().text;
       ++pos_;
       auto right = ParseTerm();
@@ -916,18 +931,22 @@ class Parser {
     if (!failed_ && (IsOp("|") || IsOp("&") || IsOp("^") || IsOp("~") || IsOp("@"))) {
       Fail("bitwise operators are not supported by the tapeloop interpreter", Peek());
     }
+    expr_depth_ -= levels;
     return left;
   }
 
   std::unique_ptr<Expr> ParseTerm() {
     auto left = ParseFactor();
-    while (!failed_ && (IsOp("*") || IsOp("//") || IsOp("%") || IsOp("/"))) {
+    int levels = 0;
+    while (!failed_ && (IsOp("*") || IsOp("//") || IsOp("%") || IsOp("/")) && Deeper()) {
+      ++levels;
       std::string op = Peek().text;
       ++pos_;
       auto right = ParseFactor();
       if (failed_) return left;
       left = Binary(std::move(left), op, std::move(right));
     }
+    expr_depth_ -= levels;
     return left;
   }
 
@@ -935,7 +954,7 @@ class Parser {
     if (IsOp("-") || IsOp("+")) {
       const Token t = Peek();
       ++pos_;
-      if (++expr_depth_ > kMaxNesting) {
+      if (++expr_depth_ > kMaxExprDepth) {
         Fail("too many nested expressions", t);
         return MakeExpr(ExprKind::kNone, {});
       }
@@ -955,14 +974,21 @@ class Parser {
     auto base = ParsePrimary();
     if (failed_ || !IsOp("**")) return base;
     ++pos_;
+    if (!Deeper()) return base;
     auto exponent = ParseFactor();
+    --expr_depth_;
     if (failed_) return base;
     return Binary(std::move(base), "**", std::move(exponent));
   }
 
   std::unique_ptr<Expr> ParsePrimary() {
     auto e = ParseAtom();
+    int levels = 0;
     while (!failed_) {
+      if (IsOp("(") || IsOp("[") || IsOp(".")) {
+        if (!Deeper()) break;
+        ++levels;
+      }
       if (IsOp("(")) {
         ++pos_;
         auto call = MakeExpr(ExprKind::kCall, e->outer);
@@ -1054,6 +1080,7 @@ class Parser {
         break;
       }
     }
+    expr_depth_ -= levels;
     return e;
   }
 

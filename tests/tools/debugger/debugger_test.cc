@@ -177,3 +177,33 @@ TEST(DebuggerToolTest, SchemaAndCalls) {
 
 }  // namespace
 }  // namespace tapeloop::debugger
+
+namespace tapeloop::debugger {
+namespace {
+
+TEST(DebugSessionTest, RandomCommandsNeverCrash) {
+  uint64_t state = 99;
+  auto next = [&state] {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return state >> 33;
+  };
+  const std::vector<std::string> words = {
+      "run", "restart", "break", "clear", "continue", "c", "step", "s", "next", "n", "where",
+      "up", "down", "print", "p", "list", "l", "ls", "view", "edit", "help", "bogus", ""};
+  const std::vector<std::string> args = {
+      "", "main.py", "f0.py", "main.py:7", "f0.py:2", "f0.py:3", "x.py:1", "1-2", "2", "0-0",
+      "v4", "v10 + 1", "(", "main.py 7-7     f0(v1, v10)", "f0.py 1-1 def f0(v3, v10):",
+      "f0.py 2-1 \n    v9 = 1", "main.py 1-9 ", "\n", "-1", "99999999999", "f0.py:1 extra"};
+  SessionOptions options;
+  options.limits.max_steps = 100000;
+  DebugSession s(Program(), options);
+  for (int i = 0; i < 3000; ++i) {
+    std::string command = words[next() % words.size()];
+    if (next() % 2) command += " " + args[next() % args.size()];
+    Observation o = s.Execute(command);
+    EXPECT_FALSE(o.text.empty()) << command;
+  }
+}
+
+}  // namespace
+}  // namespace tapeloop::debugger
