@@ -599,6 +599,28 @@ CodeDebugScore ScoreCodeDebug(const CodeDebugInstance& instance, const FileMap& 
   return s;
 }
 
+CodeDebugEnv::CodeDebugEnv(CodeDebugInstance instance, int max_steps)
+    : instance_(std::move(instance)), max_steps_(max_steps), session_(instance_.buggy) {}
+
+debugger::Observation CodeDebugEnv::Step(std::string_view command) {
+  if (done()) {
+    debugger::Observation o;
+    o.text = solved_ ? "*** the episode is over: the program is fixed\n"
+                     : "*** the episode is over: step limit of " + std::to_string(max_steps_) +
+                           " reached\n";
+    o.is_error = true;
+    return o;
+  }
+  debugger::Observation o = session_.Execute(command);
+  steps_.push_back(DebugStep{std::string(command), o.text, o.is_error});
+  if (o.data.value("state", "") == "finished" && o.data.value("outcome", "") == "ok") {
+    solved_ = session_.last_result() && session_.last_result()->output == instance_.expected_output;
+  }
+  return o;
+}
+
+CodeDebugScore CodeDebugEnv::Score() const { return ScoreCodeDebug(instance_, session_.files()); }
+
 Trajectory CodeDebugTrajectory::ToTrajectory() const {
   Trajectory t;
   t.mode = Mode::kCalculator;

@@ -28,6 +28,7 @@
 #include "nlohmann/json.hpp"
 #include "tasks/trajectory.h"
 #include "tasks/trajectory_source.h"
+#include "tools/debugger/debugger.h"
 #include "tools/debugger/interpreter.h"
 
 namespace tapeloop::tasks::code_debug {
@@ -111,6 +112,37 @@ struct CodeDebugScore {
 
 // Runs `files` (the agent's edited program) and compares with the instance's expected output.
 CodeDebugScore ScoreCodeDebug(const CodeDebugInstance& instance, const debugger::FileMap& files);
+
+// A Gym-like episode for any policy (a trained model, a person, an oracle): the agent sees
+// `prompt()`, sends debugger command lines to Step() and gets observations; the episode ends
+// (done()) when a `run` exits normally with the expected output, or is truncated after
+// `max_steps` commands (debug-gym's default is 50). Score() scores the current files at any
+// time. Not thread-safe; one episode per agent.
+class CodeDebugEnv {
+ public:
+  explicit CodeDebugEnv(CodeDebugInstance instance, int max_steps = 50);
+  CodeDebugEnv(const CodeDebugEnv&) = delete;
+  CodeDebugEnv& operator=(const CodeDebugEnv&) = delete;
+
+  const std::string& prompt() const { return instance_.prompt; }
+  const CodeDebugInstance& instance() const { return instance_; }
+  // Runs one command. After the episode is over, returns an error observation and does
+  // nothing.
+  debugger::Observation Step(std::string_view command);
+  bool done() const { return solved_ || truncated(); }
+  bool solved() const { return solved_; }
+  bool truncated() const { return static_cast<int>(steps_.size()) >= max_steps_ && !solved_; }
+  CodeDebugScore Score() const;
+  const std::vector<DebugStep>& steps() const { return steps_; }
+  const debugger::FileMap& files() const { return session_.files(); }
+
+ private:
+  CodeDebugInstance instance_;
+  int max_steps_;
+  debugger::DebugSession session_;
+  std::vector<DebugStep> steps_;
+  bool solved_ = false;
+};
 
 struct CodeDebugSourceConfig {
   CodeDebugMode mode = CodeDebugMode::kInteractive;

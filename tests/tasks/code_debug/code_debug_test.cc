@@ -127,3 +127,42 @@ TEST(CodeDebugTest, TrajectoryTokens) {
 
 }  // namespace
 }  // namespace tapeloop::tasks::code_debug
+
+namespace tapeloop::tasks::code_debug {
+namespace {
+
+TEST(CodeDebugEnvTest, OracleCommandsSolveTheEpisode) {
+  auto x = GenerateCodeDebug(12, 4);
+  ASSERT_TRUE(x.ok());
+  auto t = InteractiveOracle(*x);
+  ASSERT_TRUE(t.ok());
+  CodeDebugEnv env(*x, 1000);
+  EXPECT_EQ(env.prompt(), x->prompt);
+  for (const auto& step : t->steps) {
+    ASSERT_FALSE(env.done());
+    debugger::Observation o = env.Step(step.command);
+    EXPECT_EQ(o.text, step.observation);
+  }
+  EXPECT_TRUE(env.done());
+  EXPECT_TRUE(env.solved());
+  EXPECT_TRUE(env.Score().passed);
+  EXPECT_TRUE(env.Step("run").is_error);  // over
+}
+
+TEST(CodeDebugEnvTest, TruncatesAtTheStepLimit) {
+  auto x = GenerateCodeDebug(5, 4);
+  ASSERT_TRUE(x.ok());
+  CodeDebugEnv env(*x, 3);
+  env.Step("run");
+  env.Step("ls");
+  EXPECT_FALSE(env.done());
+  env.Step("bogus");
+  EXPECT_TRUE(env.done());
+  EXPECT_TRUE(env.truncated());
+  EXPECT_FALSE(env.solved());
+  EXPECT_FALSE(env.Score().passed);
+  EXPECT_EQ(env.steps().size(), 3u);
+}
+
+}  // namespace
+}  // namespace tapeloop::tasks::code_debug

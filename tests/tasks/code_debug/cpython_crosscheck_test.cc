@@ -294,7 +294,7 @@ TEST(CPythonCrossCheckTest, MutatedPrograms) {
   Rng rng(2024);
   std::map<std::string, int> types;
   int compared = 0;
-  for (int i = 0; i < 250; ++i) {
+  for (int i = 0; i < 150; ++i) {
     int n = static_cast<int>(rng.Uniform(2, 12));
     auto x = GenerateCodeDebug(n, rng.Next());
     ASSERT_TRUE(x.ok());
