@@ -153,6 +153,13 @@ TEST(CPythonCrossCheckTest, GeneratedPrograms) {
       }
     }
   }
+  for (int n : {128, 400, 1001}) {  // a few large codebases
+    auto x = GenerateCodeDebug(n, 11);
+    ASSERT_TRUE(x.ok()) << x.status();
+    ASSERT_TRUE(Same(x->buggy, "large buggy n=" + std::to_string(n)));
+    ASSERT_TRUE(Same(x->fixed, "large fixed n=" + std::to_string(n)));
+    programs += 2;
+  }
   EXPECT_GE(programs, 200);
   EXPECT_GT(type_errors, 10);
   std::cout << "cross-checked " << programs << " generated programs (" << type_errors
