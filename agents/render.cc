@@ -25,8 +25,17 @@ const char* ColorOf(tasks::Role role) {
 
 }  // namespace
 
+std::string Printable(TokenId id) {
+  static const Tokenizer* tokenizer = new Tokenizer();
+  if (tokens::IsByte(id) && (id < 0x20 || id >= 0x7f)) {
+    if (id == '\n') return "\\n";
+    static const char* hex = "0123456789abcdef";
+    return std::string("\\x") + hex[id >> 4] + hex[id & 15];
+  }
+  return tokenizer->TokenText(id);
+}
+
 std::string RenderTrajectory(const tasks::Trajectory& t, bool color) {
-  const Tokenizer tokenizer;
   std::string out;
   out.reserve(t.tokens.size() * 4);
   // Without colour, a run of observation tokens is wrapped in {} and a run of output tokens
@@ -44,7 +53,7 @@ std::string RenderTrajectory(const tasks::Trajectory& t, bool color) {
       if (!color) out += close(t.roles[i - 1]);
       if (t.roles[i - 1] == tasks::Role::kPrompt) out += '\n';
     }
-    const std::string text = tokenizer.TokenText(t.tokens[i]);
+    const std::string text = Printable(t.tokens[i]);
     if (color) {
       out += ColorOf(role);
       out += text;

@@ -8,11 +8,16 @@
 
 #include <string>
 
+#include "common/tokenizer.h"
 #include "tasks/trajectory.h"
 
 namespace tapeloop::agents {
 
 std::string RenderTrajectory(const tasks::Trajectory& trajectory, bool color);
+
+// One token for display: special tokens by name, printable ASCII as itself, other bytes
+// (control characters, UTF-8 pieces a model may emit) as \xNN and newline as \n.
+std::string Printable(TokenId id);
 
 }  // namespace tapeloop::agents
 

@@ -127,11 +127,13 @@ int RunRun(int argc, char** argv) {
                                  std::string(tasks::ModeName(r.mode)), r.instance.length,
                                  r.policy);
     std::cout << agents::RenderTrajectory(r.trajectory, color);
+    std::string answer;
+    for (TokenId id : r.trajectory.Output()) answer += agents::Printable(id);
     std::cout << absl::StrFormat(
         "answer: %s\nexpected: %s\nscore: exact=%s digit_accuracy=%.4f trajectory_exact=%s | "
         "stop=%s%s | generated %d tokens, %d tool steps, %.1f ms (policy %.1f ms, tools %.1f "
         "ms), peak session %d bytes\n\n",
-        r.score.produced, r.score.expected, r.score.exact ? "yes" : "no",
+        answer, r.score.expected, r.score.exact ? "yes" : "no",
         r.score.digit_accuracy,
         r.score.trajectory_exact.has_value() ? (*r.score.trajectory_exact ? "yes" : "no") : "-",
         r.stop_reason, r.error.empty() ? "" : " (" + r.error + ")", r.generated_tokens,

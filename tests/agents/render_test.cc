@@ -23,5 +23,13 @@ TEST(RenderTest, RolesAreToldApartWithoutColour) {
   EXPECT_EQ(text.find('\033'), std::string::npos);
 }
 
+TEST(RenderTest, NonPrintableBytesAreEscaped) {
+  EXPECT_EQ(Printable('7'), "7");
+  EXPECT_EQ(Printable(0x1b), "\\x1b");
+  EXPECT_EQ(Printable(0xe9), "\\xe9");
+  EXPECT_EQ(Printable('\n'), "\\n");
+  EXPECT_EQ(Printable(tokens::kAns), "[ANS]");
+}
+
 }  // namespace
 }  // namespace tapeloop::agents
