@@ -307,7 +307,7 @@ nlohmann::json DebugSession::StateJson() const {
 std::string DebugSession::Location(const Frame& frame, bool arrow) const {
   std::string text = std::string(arrow ? "> " : "  ") + frame.filename() + "(" +
                      std::to_string(frame.line) + ")" + frame.name() + "()\n";
-  auto file = files_.find(frame.filename());
+  // The source the program runs, which may predate later edits.
   if (interpreter_) {
     const FileMap& ran = interpreter_->files();
     auto it = ran.find(frame.filename());
@@ -316,10 +316,8 @@ std::string DebugSession::Location(const Frame& frame, bool arrow) const {
       if (frame.line >= 1 && frame.line <= static_cast<int>(lines.size())) {
         text += "-> " + Trim(lines[frame.line - 1]) + "\n";
       }
-      return text;
     }
   }
-  (void)file;
   return text;
 }
 

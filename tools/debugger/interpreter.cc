@@ -516,8 +516,11 @@ class Interpreter::Impl {
     }
   }
 
-  // Returns false with a TypeError when the operands cannot be ordered.
-  bool Less(const Value& a, const Value& b, const std::string& op, bool* out) {
+  // *out = a < b. Returns false with a TypeError when the operands cannot be ordered; the
+  // message names the operands of `op` as written: (a, b), or (b, a) when `swapped` (a > b is
+  // computed as b < a).
+  bool Less(const Value& a, const Value& b, const std::string& op, bool* out,
+            bool swapped = false) {
     if (IsIntLike(a) && IsIntLike(b)) {
       *out = a.i < b.i;
       return true;
@@ -530,13 +533,15 @@ class Interpreter::Impl {
       const auto& x = L(a);
       const auto& y = L(b);
       for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
-        if (!Equal(x[i], y[i])) return Less(x[i], y[i], "<", out);
+        if (!Equal(x[i], y[i])) return Less(x[i], y[i], op, out, swapped);
       }
       *out = x.size() < y.size();
       return true;
     }
-    return TypeError("'" + op + "' not supported between instances of '" + TypeName(a) +
-                     "' and '" + TypeName(b) + "'");
+    const Value& left = swapped ? b : a;
+    const Value& right = swapped ? a : b;
+    return TypeError("'" + op + "' not supported between instances of '" + TypeName(left) +
+                     "' and '" + TypeName(right) + "'");
   }
 
   bool Compare(const std::string& op, const Value& a, const Value& b, bool* out) {
@@ -585,9 +590,9 @@ class Interpreter::Impl {
     }
     bool lt;
     if (op == "<") return Less(a, b, op, out);
-    if (op == ">") return Less(b, a, op, out);
+    if (op == ">") return Less(b, a, op, out, true);
     if (op == "<=") {
-      if (!Less(b, a, op, &lt)) return false;
+      if (!Less(b, a, op, &lt, true)) return false;
       *out = !lt;
       return true;
     }
@@ -1317,8 +1322,8 @@ class Interpreter::Impl {
           if (id == kMin) {
             if (!Less(items[i], best, "<", &lt)) return false;
           } else {
-            if (!Less(best, items[i], ">", &lt)) return false;
-            // Less(best, x) with op ">" reports "'>' not supported between x and best".
+            // CPython's max tests item > best.
+            if (!Less(best, items[i], ">", &lt, true)) return false;
           }
           if (lt) best = items[i];
         }
