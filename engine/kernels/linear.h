@@ -6,6 +6,7 @@
 #define TAPELOOP_ENGINE_KERNELS_LINEAR_H_
 
 #include <cstdint>
+#include <string>
 
 namespace tapeloop::engine {
 
@@ -18,6 +19,9 @@ void LinearForwardRef(float* y, const float* x, const float* w, const float* b, 
 // layers' inner products (attention scores, SSD chunks). op = transpose when trans_* is true.
 void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+// The BLAS backend in use, e.g. "OpenBLAS SkylakeX, 2 threads" (for benchmark reports).
+std::string BlasDescription();
 
 }  // namespace tapeloop::engine
 

@@ -33,4 +33,9 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
               static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
 }
 
+std::string BlasDescription() {
+  return std::string("OpenBLAS ") + openblas_get_corename() + ", " + std::to_string(openblas_get_num_threads()) +
+         " threads";
+}
+
 }  // namespace tapeloop::engine

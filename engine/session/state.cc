@@ -93,6 +93,15 @@ int64_t SessionState::SizeBytes() const {
   return bytes;
 }
 
+int64_t SessionState::SizeBytesAfter(const StateLayout& layout, int64_t tokens) {
+  int64_t bytes = layout.recurrent_floats * static_cast<int64_t>(sizeof(float));
+  for (size_t i = 0; i < layout.kv_width.size(); ++i) {
+    const int64_t rows = layout.kv_window[i] > 0 ? std::min(tokens, layout.kv_window[i]) : tokens;
+    bytes += 2 * rows * layout.kv_width[i] * static_cast<int64_t>(sizeof(float));
+  }
+  return bytes;
+}
+
 std::string SessionState::Snapshot() const {
   Writer w;
   w.Put(kMagic);

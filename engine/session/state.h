@@ -64,6 +64,9 @@ class SessionState {
   // to the window.
   int64_t SizeBytes() const;
 
+  // What SizeBytes() is after `tokens` tokens for a session of `layout` (without running them).
+  static int64_t SizeBytesAfter(const StateLayout& layout, int64_t tokens);
+
   // Snapshot: a versioned, checksummed byte string (header: magic "TLSS", version, model
   // fingerprint, position, generator state, sizes; then the data; then an FNV-1a checksum).
   std::string Snapshot() const;

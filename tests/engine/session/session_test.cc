@@ -208,6 +208,9 @@ TEST_P(SessionFamilyTest, StateSizeFollowsTheFamily) {
   const int64_t at10 = s.SizeBytes();
   ASSERT_TRUE(s.Append(RandomTokens(90, V, 2)).ok());
   const int64_t at100 = s.SizeBytes();
+  EXPECT_EQ(empty, SessionState::SizeBytesAfter(model_->state_layout(), 0));
+  EXPECT_EQ(at10, SessionState::SizeBytesAfter(model_->state_layout(), 10));
+  EXPECT_EQ(at100, SessionState::SizeBytesAfter(model_->state_layout(), 100));
   switch (GetParam()) {
     case Family::kMamba2:
       EXPECT_EQ(empty, at100);

@@ -1,0 +1,237 @@
+// Engine benchmark: decode tokens/s at batch 1 / 64 / 256 and prefill tokens/s for every family
+// at ~1M and ~25M parameters; state bytes per session after 1K / 10K / 100K tokens; measured
+// memory read bandwidth and the batch-1 floor (bytes of weights + state read per token /
+// bandwidth). Prints a markdown report (docs/performance.md "## Engine" holds a copy).
+//
+//   engine_bench [--sizes 1m,25m] [--families mamba2,llama,mistral,nemotron_h] [--steps N]
+//
+// A plain driver (timed loops, best of a few repetitions) rather than Google Benchmark fixtures:
+// each figure needs a model and sessions set up first, and the run must stay short on a shared
+// 2-core machine.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/kernels/linear.h"
+#include "engine/models/model.h"
+#include "engine/parallel.h"
+#include "engine/session/session.h"
+
+namespace tapeloop::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// Read bandwidth in bytes/s: sums a buffer of `mib` MiB on EngineThreads() threads, best of 5.
+// 512 MiB measures DRAM; a buffer the size of a 25M model's weights (96 MiB) can sit in a large
+// L3 (300 MiB on the machines measured), which is what batch-1 decode then reads from.
+double MeasureBandwidth(size_t mib) {
+  const size_t n = (mib << 20) >> 3;  // doubles
+  std::vector<double> buf(n, 1.0);
+  double best = 0, sink = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    std::vector<double> partial(64, 0.0);
+    auto t0 = Clock::now();
+    ParallelFor(static_cast<int64_t>(n), 1 << 20, [&](int64_t b, int64_t e) {
+      double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      int64_t i = b;
+      for (; i + 4 <= e; i += 4) {
+        s0 += buf[i];
+        s1 += buf[i + 1];
+        s2 += buf[i + 2];
+        s3 += buf[i + 3];
+      }
+      for (; i < e; ++i) s0 += buf[i];
+      partial[(b * 64) / static_cast<int64_t>(n)] += s0 + s1 + s2 + s3;
+    });
+    auto t1 = Clock::now();
+    for (double p : partial) sink += p;
+    best = std::max(best, n * sizeof(double) / Seconds(t0, t1));
+  }
+  if (sink < 0) std::printf("%f", sink);
+  return best;
+}
+
+ModelConfig BenchConfig(Family f, bool big) {
+  ModelConfig c;
+  c.family = f;
+  c.vocab_size = 285;  // tapeloop-tokens-v1
+  c.initializer_range = 0.02f;
+  c.hidden_size = big ? 512 : 128;
+  c.norm_eps = 1e-5f;
+  c.mamba_head_dim = 64;
+  c.mamba_num_heads = static_cast<int>(2 * c.hidden_size / 64);
+  c.ssm_state_size = 64;
+  c.n_groups = 1;
+  c.conv_kernel = 4;
+  c.chunk_size = 128;
+  c.gated_norm_group_size = static_cast<int>(c.mamba_inner());
+  c.dt_min = 0.0f;
+  c.dt_max = INFINITY;
+  c.head_dim = big ? 64 : 32;
+  c.num_attention_heads = static_cast<int>(c.hidden_size / c.head_dim);
+  c.num_key_value_heads = c.num_attention_heads / 2;
+  c.use_rope = f != Family::kNemotronH;
+  switch (f) {
+    case Family::kMamba2:
+      c.num_hidden_layers = big ? 15 : 8;
+      c.tie_word_embeddings = true;
+      break;
+    case Family::kLlama:
+    case Family::kMistral:
+      c.num_hidden_layers = big ? 8 : 5;
+      c.intermediate_size = big ? 1408 : 352;
+      c.mlp_kind = MlpKind::kSwiGlu;
+      if (f == Family::kMistral) c.sliding_window = 512;
+      break;
+    case Family::kNemotronH:
+      c.pattern = big ? "M-M-M*-M-M-M*-M-" : "M-M-M*-";
+      c.num_hidden_layers = static_cast<int>(c.pattern.size());
+      c.intermediate_size = big ? 1536 : 384;
+      c.mlp_kind = MlpKind::kRelu2;
+      c.gated_norm_group_size = static_cast<int>(c.mamba_inner() / c.n_groups);
+      break;
+  }
+  return c;
+}
+
+std::vector<int32_t> Tokens(int n, int seed) {
+  std::vector<int32_t> t(n);
+  uint64_t s = seed;
+  for (auto& x : t) x = static_cast<int32_t>(NextRandom(&s) % 256);
+  return t;
+}
+
+struct Row {
+  std::string family, size;
+  int64_t params = 0;
+  double prefill = 0, decode1 = 0, decode64 = 0, decode256 = 0;
+  double floor1 = 0;  // tokens/s at the bandwidth floor
+  int64_t state1k = 0, state10k = 0, state100k = 0;
+};
+
+double DecodeRate(const Model& m, int batch, int prompt, int steps, int reps) {
+  std::vector<std::unique_ptr<Session>> sessions;
+  std::vector<Session*> ptrs;
+  for (int b = 0; b < batch; ++b) {
+    sessions.push_back(std::make_unique<Session>(&m));
+    // Different prompt lengths so sessions sit at different positions.
+    (void)sessions.back()->Append(Tokens(prompt + b % 7, b));
+    ptrs.push_back(sessions.back().get());
+  }
+  std::vector<int32_t> toks(batch, 65);
+  (void)DecodeBatch(ptrs, toks);  // warm-up
+  double best = 0;
+  for (int rep = 0; rep < reps; ++rep) {
+    auto t0 = Clock::now();
+    for (int s = 0; s < steps; ++s) (void)DecodeBatch(ptrs, toks);
+    best = std::max(best, batch * steps / Seconds(t0, Clock::now()));
+  }
+  return best;
+}
+
+Row Run(Family f, bool big, double bandwidth, int steps) {
+  Row r;
+  r.family = FamilyName(f);
+  r.size = big ? "~25M" : "~1M";
+  auto model = Model::RandomInit(BenchConfig(f, big), 1);
+  if (!model.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
+    std::exit(1);
+  }
+  const Model& m = **model;
+  r.params = m.num_params();
+  // Prefill: 512 tokens in one Append (chunks of 256), best of 3. Best-of-N repetitions make the
+  // figures robust to other load on a shared machine.
+  for (int rep = 0; rep < 3; ++rep) {
+    Session s(&m);
+    auto toks = Tokens(512, 3);
+    auto t0 = Clock::now();
+    (void)s.Append(toks);
+    r.prefill = std::max(r.prefill, 512 / Seconds(t0, Clock::now()));
+  }
+  const int prompt = 64;
+  r.decode1 = DecodeRate(m, 1, prompt, steps, 5);
+  r.decode64 = DecodeRate(m, 64, prompt, std::max(2, steps / 8), 4);
+  r.decode256 = DecodeRate(m, 256, prompt, std::max(2, steps / 16), 3);
+  const double bytes = 4.0 * r.params + SessionState::SizeBytesAfter(m.state_layout(), prompt);
+  r.floor1 = bandwidth / bytes;
+  r.state1k = SessionState::SizeBytesAfter(m.state_layout(), 1000);
+  r.state10k = SessionState::SizeBytesAfter(m.state_layout(), 10000);
+  r.state100k = SessionState::SizeBytesAfter(m.state_layout(), 100000);
+  // Cross-check the formula against a real session at 1K tokens (small models only).
+  if (!big) {
+    Session s(&m);
+    (void)s.Append(Tokens(1000, 4));
+    if (s.SizeBytes() != r.state1k) std::fprintf(stderr, "state size formula mismatch for %s\n", r.family.c_str());
+  }
+  return r;
+}
+
+std::vector<std::string> Split(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t end = s.find(',', start);
+    if (end == std::string::npos) end = s.size();
+    if (end > start) out.push_back(s.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+int Main(int argc, char** argv) {
+  std::string sizes = "1m,25m", families = "mamba2,llama,mistral,nemotron_h";
+  int steps = 32;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string flag = argv[i];
+    if (flag == "--sizes") sizes = argv[i + 1];
+    else if (flag == "--families") families = argv[i + 1];
+    else if (flag == "--steps") steps = std::max(8, std::atoi(argv[i + 1]));
+    else {
+      std::fprintf(stderr, "usage: engine_bench [--sizes 1m,25m] [--families ...] [--steps N]\n");
+      return 2;
+    }
+  }
+  const double bw = MeasureBandwidth(512);
+  const double bw_cached = MeasureBandwidth(96);
+  std::printf("engine threads: %d, hardware threads: %u, %s\n", EngineThreads(), std::thread::hardware_concurrency(),
+              BlasDescription().c_str());
+  std::printf("measured read bandwidth: %.2f GB/s (512 MiB buffer, DRAM; the floor below uses it), "
+              "%.2f GB/s (96 MiB buffer, cache-resident)\n\n", bw / 1e9, bw_cached / 1e9);
+  std::vector<Row> rows;
+  for (const std::string& size : Split(sizes)) {
+    for (const std::string& fam : Split(families)) {
+      Family f = fam == "mamba2" ? Family::kMamba2 : fam == "llama" ? Family::kLlama
+                 : fam == "mistral" ? Family::kMistral : Family::kNemotronH;
+      rows.push_back(Run(f, size == "25m", bw, steps));
+      std::fflush(stdout);
+    }
+  }
+  std::printf("| family | size | params | prefill tok/s | decode b=1 tok/s | b=1 floor tok/s | b=1 / floor | "
+              "b=64 tok/s | b=64 / b=1 | b=256 tok/s |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const Row& r : rows) {
+    std::printf("| %s | %s | %.2fM | %.0f | %.0f | %.0f | %.2f | %.0f | %.1fx | %.0f |\n", r.family.c_str(),
+                r.size.c_str(), r.params / 1e6, r.prefill, r.decode1, r.floor1, r.decode1 / r.floor1, r.decode64,
+                r.decode64 / r.decode1, r.decode256);
+  }
+  std::printf("\n| family | size | state after 1K | after 10K | after 100K |\n|---|---|---|---|---|\n");
+  for (const Row& r : rows) {
+    std::printf("| %s | %s | %.1f KiB | %.1f KiB | %.1f KiB |\n", r.family.c_str(), r.size.c_str(), r.state1k / 1024.0,
+                r.state10k / 1024.0, r.state100k / 1024.0);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace tapeloop::engine
+
+int main(int argc, char** argv) { return tapeloop::engine::Main(argc, argv); }
