@@ -7,6 +7,7 @@
 
 #include "engine/check.h"
 #include "engine/kernels/linear.h"
+#include "engine/kernels/vec.h"
 #include "engine/parallel.h"
 
 namespace tapeloop::engine {
@@ -222,10 +223,7 @@ void AttentionStep(const AttentionDims& d, const AttentionWeights& w, const floa
       const float* vbase = c->v.data() + kvh * hd;
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < n; ++j) {
-        const float* kj = kbase + j * kvd;
-        float s = 0.0f;
-        for (int64_t e = 0; e < hd; ++e) s += qh[e] * kj[e];
-        scores[j] = s * scale;
+        scores[j] = VecDot(qh, kbase + j * kvd, hd) * scale;
         mx = std::max(mx, scores[j]);
       }
       double sum = 0.0;
@@ -236,11 +234,7 @@ void AttentionStep(const AttentionDims& d, const AttentionWeights& w, const floa
       const float inv = static_cast<float>(1.0 / sum);
       float* o = attn.data() + b * qd + h * hd;
       for (int64_t e = 0; e < hd; ++e) o[e] = 0.0f;
-      for (int64_t j = 0; j < n; ++j) {
-        const float p = scores[j] * inv;
-        const float* vj = vbase + j * kvd;
-        for (int64_t e = 0; e < hd; ++e) o[e] += p * vj[e];
-      }
+      for (int64_t j = 0; j < n; ++j) VecAxpy(scores[j] * inv, vbase + j * kvd, o, hd);
     }
   });
   LinearForwardRef(out, attn.data(), w.o_w, w.o_b, B, qd, d.dim);

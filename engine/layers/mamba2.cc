@@ -6,6 +6,7 @@
 
 #include "engine/check.h"
 #include "engine/kernels/linear.h"
+#include "engine/kernels/vec.h"
 #include "engine/layers/rms_norm.h"
 #include "engine/parallel.h"
 
@@ -193,14 +194,7 @@ void Mamba2Step(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, int
         float* st = states[b].ssm + static_cast<int64_t>(h) * P * N;
         float* yh = y.data() + b * inner + h * P;
         for (int64_t p = 0; p < P; ++p) {
-          float* sp = st + p * N;
-          const float dx = dt * xh[p];
-          float acc = 0.0f;
-          for (int64_t n = 0; n < N; ++n) {
-            sp[n] = sp[n] * dA + dx * Bg[n];
-            acc += sp[n] * Cg[n];
-          }
-          yh[p] = acc + w.D[h] * xh[p];
+          yh[p] = SsmRowUpdate(st + p * N, dA, dt * xh[p], Bg, Cg, N) + w.D[h] * xh[p];
         }
       }
     }
