@@ -196,7 +196,7 @@ void RealMamba(int digits) {
   const double last = Median(std::vector<double>(ratios.end() - k, ratios.end()));
   std::cout << "### A real " << digits << "-digit episode through one Mamba-2 session\n\n"
             << absl::StrFormat(
-                   "%d tokens, %d read steps, %.1f s in all (a loaded 2-core machine). Tool step "
+                   "%d tokens, %d read steps, %.1f s in all. Tool step "
                    "on the episode's real state / tool step at the episode's start, median: "
                    "first fifth %.3f, last fifth %.3f (%d samples each). Session bytes %d "
                    "throughout.\n\n",
