@@ -125,7 +125,7 @@ struct DebugSession::Worker {
   bool Start() {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 512u << 20);
+    pthread_attr_setstacksize(&attr, kInterpreterStackBytes);
     started = pthread_create(&thread, &attr, &Worker::Main, this) == 0;
     pthread_attr_destroy(&attr);
     return started;

@@ -134,8 +134,14 @@ class Interpreter {
   FileMap files_;
 };
 
+// Stack of the threads that run programs (RunOnLargeStack, the debugger's worker).
+inline constexpr size_t kInterpreterStackBytes = size_t{64} << 20;
+
 // Runs `fn` on a fresh thread with a stack of `stack_bytes` and waits for it.
-void RunOnLargeStack(const std::function<void()>& fn, size_t stack_bytes = 512u << 20);
+// 1000 Python frames need about 2 MiB in an optimised build; 64 MiB leaves room for sanitizer
+// and debug builds.
+void RunOnLargeStack(const std::function<void()>& fn,
+                     size_t stack_bytes = kInterpreterStackBytes);
 
 // Convenience: a fresh Interpreter running `main_file` on a large stack.
 RunResult RunProgram(const FileMap& files, const std::string& main_file, RunLimits limits = {});
