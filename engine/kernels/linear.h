@@ -1,7 +1,9 @@
 // Linear layer kernel: y[r, :] = x[r, :] @ w^T + b, the layout of torch.nn.Linear.
 //
 // LinearForwardRef is the CPU backend (OpenBLAS sgemm / sgemv); a CUDA version (cuBLAS) can sit
-// beside it with the same signature. Thread-safe; OpenBLAS uses its own threads.
+// beside it with the same signature. Thread-safe. The engine owns the threading: on first use
+// OpenBLAS is set to one thread (process-wide), and large products are split over output
+// columns with ParallelFor, so BLAS threads and engine threads never oversubscribe the cores.
 #ifndef TAPELOOP_ENGINE_KERNELS_LINEAR_H_
 #define TAPELOOP_ENGINE_KERNELS_LINEAR_H_
 
@@ -15,7 +17,7 @@ namespace tapeloop::engine {
 void LinearForwardRef(float* y, const float* x, const float* w, const float* b, int64_t rows,
                       int64_t in, int64_t out);
 
-// General row-major C[M, N] = alpha * op(A) @ op(B) + beta * C with leading dimensions, for the
+// General row-major C[M, N] (single-threaded; callers parallelize around it) = alpha * op(A) @ op(B) + beta * C with leading dimensions, for the
 // layers' inner products (attention scores, SSD chunks). op = transpose when trans_* is true.
 void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);

@@ -14,6 +14,9 @@ float VecDot(const float* a, const float* b, int64_t n);
 // y[i] += alpha * x[i]
 void VecAxpy(float alpha, const float* x, float* y, int64_t n);
 
+// y[i] += a[i] * b[i]
+void VecMulAdd(const float* a, const float* b, float* y, int64_t n);
+
 // One row of the Mamba-2 recurrence: s[i] = s[i] * decay + dx * B[i]; returns sum_i s[i] * C[i].
 float SsmRowUpdate(float* s, float decay, float dx, const float* B, const float* C, int64_t n);
 

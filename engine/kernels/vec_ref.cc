@@ -32,6 +32,10 @@ TL_MULTIVERSION void VecAxpy(float alpha, const float* x, float* y, int64_t n) {
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
+TL_MULTIVERSION void VecMulAdd(const float* a, const float* b, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a[i] * b[i];
+}
+
 TL_MULTIVERSION float SsmRowUpdate(float* s, float decay, float dx, const float* B, const float* C, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;

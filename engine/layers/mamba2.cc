@@ -32,13 +32,14 @@ void ConvForward(const Mamba2Dims& d, const Mamba2Weights& w, const float* in, i
   auto row = [&](int64_t t) -> const float* {
     return t < 0 ? conv_state + (t + K - 1) * C : in + t * ld;
   };
+  std::vector<float> wt(K * C);  // f32 [K, C]: the conv weights transposed for contiguous loops
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t k = 0; k < K; ++k) wt[k * C + c] = w.conv_w[c * K + k];
+  }
   for (int64_t t = 0; t < T; ++t) {
     float* o = xbc + t * C;
     for (int64_t c = 0; c < C; ++c) o[c] = w.conv_b ? w.conv_b[c] : 0.0f;
-    for (int64_t k = 0; k < K; ++k) {
-      const float* r = row(t - (K - 1) + k);
-      for (int64_t c = 0; c < C; ++c) o[c] += w.conv_w[c * K + k] * r[c];
-    }
+    for (int64_t k = 0; k < K; ++k) VecMulAdd(wt.data() + k * C, row(t - (K - 1) + k), o, C);
     for (int64_t c = 0; c < C; ++c) o[c] = Silu(o[c]);
   }
   // New state: the last K-1 rows of [state; in].

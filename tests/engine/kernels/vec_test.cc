@@ -28,6 +28,10 @@ TEST(Vec, MatchesPlainLoopsOverRaggedSizes) {
     VecAxpy(0.3f, a.data(), y.data(), n);
     for (int i = 0; i < n; ++i) EXPECT_NEAR(y[i], c[i] + 0.3f * a[i], 1e-6);
 
+    std::vector<float> y2 = c;
+    VecMulAdd(a.data(), b.data(), y2.data(), n);
+    for (int i = 0; i < n; ++i) EXPECT_NEAR(y2[i], c[i] + a[i] * b[i], 1e-6);
+
     std::vector<float> st = s;
     double want = 0;
     std::vector<double> s2(n);
