@@ -68,8 +68,10 @@ TEST_P(EnginePolicyTest, BatchedEpisodesEqualOneAtATime) {
       auto specs = Specs(mode, 5, 6);
       LoopOptions one{.parallel = 1, .max_generated_tokens = 40};
       LoopOptions batched{.parallel = 5, .max_generated_tokens = 40};
-      EnginePolicy a(model_.get(), engine::SamplingParams{.temperature = temperature});
-      EnginePolicy b(model_.get(), engine::SamplingParams{.temperature = temperature});
+      engine::SamplingParams params;
+      params.temperature = temperature;
+      EnginePolicy a(model_.get(), params);
+      EnginePolicy b(model_.get(), params);
       auto ra = RunEpisodes(a, specs, one);
       auto rb = RunEpisodes(b, specs, batched);
       ASSERT_TRUE(ra.ok() && rb.ok());
