@@ -32,8 +32,11 @@ class Pool {
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
-  void Run(int parts, const std::function<void(int)>& part) {
-    std::lock_guard<std::mutex> run_lock(run_mu_);  // one parallel region at a time
+  // Runs part(0..parts-1) on the pool and returns true, or returns false at once when another
+  // thread's parallel region holds the pool (the caller then runs the work inline).
+  bool TryRun(int parts, const std::function<void(int)>& part) {
+    std::unique_lock<std::mutex> run_lock(run_mu_, std::try_to_lock);  // one region at a time
+    if (!run_lock.owns_lock()) return false;
     {
       std::lock_guard<std::mutex> lock(mu_);
       part_ = &part;
@@ -48,6 +51,7 @@ class Pool {
     std::unique_lock<std::mutex> lock(mu_);
     done_cv_.wait(lock, [this] { return pending_ == 0; });
     part_ = nullptr;
+    return true;
   }
 
  private:
@@ -117,7 +121,7 @@ void ParallelFor(int64_t n, int64_t min_grain, const std::function<void(int64_t,
     int64_t begin = n * p / parts, end = n * (p + 1) / parts;
     if (begin < end) fn(begin, end);
   };
-  pool.Run(parts, part);
+  if (!pool.TryRun(parts, part)) fn(0, n);
 }
 
 }  // namespace tapeloop::engine

@@ -1,6 +1,6 @@
-// A tiny fixed pool for the engine's own data parallelism (heads, sessions). Matrix products
-// go through OpenBLAS, which has its own threads; ParallelFor is used only for loops around
-// non-BLAS work or small BLAS calls, so the two do not oversubscribe the cores.
+// A tiny fixed pool: the engine's only source of parallelism (linear layers split over output
+// columns, SSD / attention over heads, batched decode over sessions). OpenBLAS runs
+// single-threaded inside it (kernels/linear.h), so the cores are never oversubscribed.
 #ifndef TAPELOOP_ENGINE_PARALLEL_H_
 #define TAPELOOP_ENGINE_PARALLEL_H_
 
@@ -10,9 +10,10 @@
 namespace tapeloop::engine {
 
 // Calls fn(begin, end) over disjoint ranges covering [0, n), on up to EngineThreads() threads
-// (the caller's included), and returns when all are done. Runs inline when n < 2 * min_grain
-// or when called from inside another ParallelFor. fn must be safe to call concurrently on
-// disjoint ranges. Thread-safe.
+// (the caller's included), and returns when all are done. Runs inline (fn(0, n)) when
+// n < 2 * min_grain, when called from inside another ParallelFor, or when another thread's
+// region holds the pool (so concurrent sessions never wait for each other). fn must be safe to
+// call concurrently on disjoint ranges. Thread-safe.
 void ParallelFor(int64_t n, int64_t min_grain, const std::function<void(int64_t, int64_t)>& fn);
 
 // Number of threads ParallelFor uses: TAPELOOP_ENGINE_THREADS if set, else the number of
