@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "agents/agent_loop.h"
+#include "common/json.h"
 #include "agents/engine_policy.h"
 #include "agents/oracle_policy.h"
 #include "agents/render.h"
@@ -120,7 +121,7 @@ int RunRun(int argc, char** argv) {
     const agents::EpisodeRecord& r = (*records)[i];
     exact += r.score.exact;
     if (json) {
-      std::cout << r.ToJson().dump() << "\n";
+      std::cout << DumpJson(r.ToJson()) << "\n";
       continue;
     }
     std::cout << absl::StrFormat("episode %d: %s, mode %s, length %d, policy %s\n", i, r.task,

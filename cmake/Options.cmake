@@ -1,7 +1,9 @@
 # Compile options for project code (not for generated protobuf sources).
 add_library(tapeloop_options INTERFACE)
 target_compile_options(tapeloop_options INTERFACE
-  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter -Wno-sign-compare>)
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter -Wno-sign-compare>
+  # GCC 12 reports false positives through absl::StatusOr and std::optional at -O2.
+  $<$<COMPILE_LANGUAGE:CXX>:-Wno-maybe-uninitialized>)
 if(TAPELOOP_WERROR)
   target_compile_options(tapeloop_options INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
 endif()
@@ -54,5 +56,9 @@ function(tapeloop_add_module_tests module)
     tapeloop_add_test(tapeloop_${module}_tests SOURCES ${srcs} LIBS ${ARGN})
     target_compile_definitions(tapeloop_${module}_tests PRIVATE
       TAPELOOP_SOURCE_DIR="${PROJECT_SOURCE_DIR}" TAPELOOP_BINARY_DIR="${PROJECT_BINARY_DIR}")
+    # Several suites drive the `tapeloop` binary as a process.
+    if(TARGET tapeloop)
+      add_dependencies(tapeloop_${module}_tests tapeloop)
+    endif()
   endif()
 endfunction()

@@ -13,6 +13,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/json.h"
 #include "common/status_macros.h"
 
 namespace tapeloop::eval {
@@ -213,7 +214,7 @@ absl::Status WriteReport(const ReportInput& input, const std::string& dir_name) 
                             {"mean_generated_tokens", a.mean_generated_tokens},
                             {"mean_peak_state_bytes", a.mean_peak_state_bytes}});
   }
-  RETURN_IF_ERROR(WriteFile(dir / "aggregate.json", agg.dump(2) + "\n"));
+  RETURN_IF_ERROR(WriteFile(dir / "aggregate.json", DumpJson(agg, 2) + "\n"));
   std::string jsonl;
   for (const EpisodeRow& r : input.episodes) {
     nlohmann::json line = {{"model", r.key.model}, {"task", r.key.task}, {"mode", r.key.mode},
@@ -223,7 +224,7 @@ absl::Status WriteReport(const ReportInput& input, const std::string& dir_name) 
                            {"generated_tokens", r.generated_tokens}, {"tool_calls", r.tool_calls},
                            {"wall_ms", r.wall_ms}, {"peak_state_bytes", r.peak_state_bytes},
                            {"record", r.record}};
-    absl::StrAppend(&jsonl, line.dump(), "\n");
+    absl::StrAppend(&jsonl, DumpJson(line), "\n");
   }
   RETURN_IF_ERROR(WriteFile(dir / "episodes.jsonl", jsonl));
 

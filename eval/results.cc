@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/json.h"
 #include "common/status_macros.h"
 
 namespace tapeloop::eval {
@@ -29,7 +30,7 @@ std::string Digest(const std::string& text) {
 }  // namespace
 
 std::string ResultsStore::RunId(const nlohmann::json& config) {
-  return Digest(config.dump());  // nlohmann's dump() sorts object keys: canonical
+  return Digest(DumpJson(config));  // nlohmann's dump() sorts object keys: canonical
 }
 
 absl::StatusOr<std::string> ResultsStore::BeginRun(const nlohmann::json& config,
@@ -41,7 +42,7 @@ absl::StatusOr<std::string> ResultsStore::BeginRun(const nlohmann::json& config,
                                            " (id, config, code_version, created_unix_ms)"
                                            " VALUES (?, ?, ?, ?)"));
   RETURN_IF_ERROR(stmt.Bind(1, std::string_view(id))
-                      .Bind(2, std::string_view(config.dump()))
+                      .Bind(2, std::string_view(DumpJson(config)))
                       .Bind(3, std::string_view(code_version))
                       .Bind(4, NowMs())
                       .Run());
@@ -107,7 +108,7 @@ absl::Status ResultsStore::Record(const std::string& run_id, const std::vector<E
                         .Bind(12, r.tool_calls)
                         .Bind(13, r.wall_ms)
                         .Bind(14, r.peak_state_bytes)
-                        .Bind(15, std::string_view(r.record.dump()))
+                        .Bind(15, std::string_view(DumpJson(r.record)))
                         .Run());
   }
   return txn.Commit();

@@ -1,0 +1,82 @@
+// Batch evaluation: models x tasks x modes x lengths x seeds x episodes, resumable, stored in
+// SQLite, reported as tables and plots.
+//
+// Episode i of (task, length, seed) is exactly what `tapeloop run --task T --length L
+// --seed S` plays as its episode i: instance from Rng(MixSeed(S, i)), sampling seed
+// MixSeed(S + 1, i). A run's id is a hash of its configuration (entries, tasks, lengths,
+// seeds, episodes, model fingerprints), so rerunning the same command resumes it: finished
+// episodes are read from the database and not redone; new ones are written in batches, each
+// batch in one transaction.
+#ifndef TAPELOOP_EVAL_RUNNER_H_
+#define TAPELOOP_EVAL_RUNNER_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "agents/agent_loop.h"
+#include "eval/results.h"
+
+namespace tapeloop::eval {
+
+// One model evaluated in some modes. `model` is a checkpoint directory, or "oracle" for the
+// expert policy (tests and sanity checks).
+struct EvalEntry {
+  std::string model;
+  std::vector<std::string> modes;
+};
+
+struct EvalOptions {
+  std::vector<EvalEntry> entries;
+  std::vector<std::string> tasks;  // e.g. {"addition"}
+  std::vector<int64_t> lengths;
+  int64_t episodes = 10;           // per (entry, mode, task, length, seed)
+  std::vector<int64_t> seeds = {1};
+  int parallel = 32;               // sessions advanced together by one batched decode step
+  int64_t commit_every = 64;       // episodes per transaction
+  // Longest training length per model, when the checkpoint has no training.json.
+  int64_t default_train_length = 5;
+  std::string db_path = "results.db";
+  std::string report_dir;          // empty: no report files
+  // Checkpoints a suite names that were not found (left out of the run).
+  std::vector<std::string> missing;
+};
+
+// A named suite ("paper-addition", "paper-addition-short", "addition-ablations",
+// "multiplication", "multiplication-short") resolved against a models directory.
+// Checkpoints that are absent are left out and listed in `missing`. NOT_FOUND listing the
+// suites for an unknown name, or when none of the suite's checkpoints exists.
+absl::StatusOr<EvalOptions> SuiteOptions(const std::string& name, const std::string& models_dir);
+std::vector<std::string> SuiteNames();
+
+struct Progress {
+  int64_t done = 0, total = 0, skipped = 0;  // skipped: already in the database
+  double elapsed_s = 0;
+  std::string current;  // "model/mode/task@length"
+};
+
+struct RunResult {
+  std::string run_id;
+  int64_t ran = 0, resumed = 0;  // episodes run now / found finished in the database
+  std::string markdown;           // the report's tables
+};
+
+// The instance and sampling seed of episode `index`, as `tapeloop run` makes them.
+agents::EpisodeSpec MakeEpisodeSpec(const tasks::Task* task, tasks::Mode mode, int64_t length,
+                                    int64_t seed, int64_t index);
+
+// Runs (or resumes) the evaluation and writes the report. `progress` is called after every
+// batch. Errors: INVALID_ARGUMENT naming a bad option, NOT_FOUND for a missing model or task,
+// the store's errors for the database.
+absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
+                                        const std::function<void(const Progress&)>& progress = {});
+
+// Recomputes the report of the latest run in options.db_path (or of `run_id`) from the
+// database alone.
+absl::StatusOr<RunResult> ReportOnly(const EvalOptions& options, const std::string& run_id = "");
+
+}  // namespace tapeloop::eval
+
+#endif  // TAPELOOP_EVAL_RUNNER_H_
