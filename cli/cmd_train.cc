@@ -34,6 +34,7 @@
 #include "common/tokenizer.h"
 #include "engine/checkpoint/safetensors.h"
 #include "engine/train/trainer.h"
+#include "engine/train/transformer_lm.h"
 #include "nlohmann/json.hpp"
 #include "tasks/task.h"
 #include "tasks/trajectory_source.h"
@@ -209,9 +210,11 @@ int RunTrain(int argc, char** argv) {
   Args args(argc, argv, {"help", "eval-only", "resume"});
   if (args.Bool("help")) {
     std::cout
-        << "usage: tapeloop train --arch mamba2 --task addition --mode pointer --max-len 5\n"
+        << "usage: tapeloop train --arch mamba2|llama|mistral --task addition --mode pointer --max-len 5\n"
            "                      --steps N --seed S --out DIR [--config FILE]\n"
            "  model:      --d-model 128 --layers 4 --state 16 --head-dim 16 --expand 2 --chunk 64\n"
+           "              llama/mistral: --heads 4 --kv-heads 2 --attn-head-dim 32 --ffn 3*D\n"
+           "              --rope-theta 10000 --window 64 (mistral)\n"
            "  optimizer:  --batch 128 --lr 2e-3 --warmup 100 --clip 1.0 --weight-decay 0.01\n"
            "              --decay-all (also decay norms/biases/embeddings, as the prototype)\n"
            "  data:       --max-tokens 0 (skip longer trajectories)\n"
@@ -250,7 +253,8 @@ int RunTrain(int argc, char** argv) {
            {"max-tokens", 0}, {"noise-std", 0.1}, {"tbptt-concat", 1}, {"tbptt-window", 0},
            {"threads", 2}, {"log-every", 10}, {"eval-every", 100}, {"eval-count", 128},
            {"eval-length", -1}, {"checkpoint-every", 0}, {"agent-episodes", 64},
-           {"agent-seed", 1}}) {
+           {"agent-seed", 1}, {"heads", 4}, {"kv-heads", 2}, {"attn-head-dim", 32},
+           {"ffn", 0}, {"window", 64}, {"rope-theta", 10000}}) {
     auto v = f.Num(k, def);
     if (!v.ok()) return Fail("train", v.status(), 2);
     n[k] = *v;
@@ -258,10 +262,10 @@ int RunTrain(int argc, char** argv) {
   args.Get("config");
   if (auto st = args.Finish(); !st.ok()) return Fail("train", st, 2);
   if (out.empty()) return Fail("train", absl::InvalidArgumentError("--out DIR is required"), 2);
-  if (arch != "mamba2")
+  if (arch != "mamba2" && arch != "llama" && arch != "mistral")
     return Fail("train", absl::UnimplementedError(absl::StrCat(
-                             "--arch ", arch, ": this trainer has backward passes for mamba2 only "
-                             "(llama, mistral, nemotron_h are not implemented yet)")), 2);
+                             "--arch ", arch, ": this trainer has backward passes for mamba2, "
+                             "llama and mistral only (nemotron_h is not implemented yet)")), 2);
   auto mode = tasks::ParseMode(mode_name);
   if (!mode.ok()) return Fail("train", mode.status(), 2);
   auto task = tasks::FindTask(task_name);
@@ -322,12 +326,31 @@ int RunTrain(int argc, char** argv) {
   if (!esrc.ok()) return Fail("train", esrc.status(), 2);
   TaskExamples held(std::move(*esrc));
 
-  et::Trainer trainer(mc, o, &data);
-  std::fprintf(stderr, "tapeloop train: %s %s/%s, %lld parameters (D=%lld L=%d N=%d P=%d), batch %d, lr %g, %lld steps, %d threads\n",
-               arch.c_str(), task_name.c_str(), mode_name.c_str(),
+  std::unique_ptr<et::RowModel> row_model;
+  if (arch == "mamba2") {
+    row_model = std::make_unique<et::Mamba2Lm>(mc);
+  } else {
+    et::TransformerLmConfig tc;
+    tc.vocab = tokens::kVocabSize;
+    tc.d_model = mc.d_model;
+    tc.layers = mc.layers;
+    tc.heads = static_cast<int>(n["heads"]);
+    tc.kv_heads = static_cast<int>(n["kv-heads"]);
+    tc.head_dim = static_cast<int>(n["attn-head-dim"]);
+    tc.intermediate = n["ffn"] > 0 ? static_cast<int64_t>(n["ffn"]) : 3 * mc.d_model;
+    tc.rope_theta = n["rope-theta"];
+    tc.sliding_window = arch == "mistral" ? static_cast<int64_t>(n["window"]) : 0;
+    if (tc.heads < 1 || tc.kv_heads < 1 || tc.heads % tc.kv_heads != 0 || tc.head_dim < 2 ||
+        tc.head_dim % 2 != 0 || (arch == "mistral" && tc.sliding_window < 1))
+      return Fail("train", absl::InvalidArgumentError("--heads must be a multiple of --kv-heads, --attn-head-dim even, --window >= 1"), 2);
+    row_model = std::make_unique<et::TransformerLm>(tc);
+  }
+  et::Trainer trainer(std::move(row_model), o, &data);
+  std::fprintf(stderr, "tapeloop train: %s/%s, %lld parameters (%s), batch %d, lr %g, %lld steps, %d threads\n",
+               task_name.c_str(), mode_name.c_str(),
                static_cast<long long>(trainer.model().table().total()),
-               static_cast<long long>(mc.d_model), mc.layers, mc.state, mc.head_dim, o.batch, o.lr,
-               static_cast<long long>(o.steps), o.threads);
+               trainer.model().Describe().c_str(), o.batch, o.lr, static_cast<long long>(o.steps),
+               o.threads);
   if (resume || eval_only) {
     if (auto st = trainer.LoadCheckpoint(out); !st.ok()) return Fail("train", st, 1);
     std::fprintf(stderr, "resumed from %s at step %lld\n", out.c_str(),
@@ -396,12 +419,15 @@ int RunTrain(int argc, char** argv) {
   if (!agent_lengths.empty()) {
     if (*mode != tasks::Mode::kPointer)
       return Fail("train", absl::InvalidArgumentError("--agent-eval-lengths needs --mode pointer"), 2);
+    const auto* mamba = dynamic_cast<const et::Mamba2Lm*>(&trainer.model());
+    if (mamba == nullptr)
+      return Fail("train", absl::UnimplementedError("--agent-eval-lengths needs --arch mamba2 (the trainer's recurrent step); use tapeloop run --model DIR for the others"), 2);
     for (absl::string_view piece : absl::StrSplit(agent_lengths, ',')) {
       int len = 0;
       if (!absl::SimpleAtoi(piece, &len) || len < 1)
         return Fail("train", absl::InvalidArgumentError(absl::StrCat("--agent-eval-lengths: bad length '", std::string(piece), "'")), 2);
       const double a = elapsed();
-      auto r = AgentEval(trainer.model(), trainer.params(), **task, len,
+      auto r = AgentEval(*mamba, trainer.params(), **task, len,
                          static_cast<int>(n["agent-episodes"]), static_cast<uint64_t>(n["agent-seed"]),
                          o.threads);
       if (!r.ok()) return Fail("train", r.status(), 1);

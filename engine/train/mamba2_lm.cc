@@ -394,6 +394,22 @@ std::vector<ParamSpec> Mamba2LmSpecs(const Mamba2LmConfig& c) {
   return s;
 }
 
+void Mamba2Lm::NoiseState(Rng& rng, float stddev, float* state) const {
+  const int64_t conv = (config_.conv_kernel - 1) * config_.conv_dim();
+  for (int l = 0; l < config_.layers; ++l) {
+    float* st = state + l * config_.layer_state_size();
+    std::fill(st, st + conv, 0.f);
+    rng.FillNormal(std::span<float>(st + conv, config_.layer_state_size() - conv), stddev);
+  }
+}
+
+std::string Mamba2Lm::Describe() const {
+  const Mamba2LmConfig& m = config_;
+  return absl::StrCat("mamba2 V=", m.vocab, " D=", m.d_model, " L=", m.layers, " N=", m.state,
+                      " P=", m.head_dim, " expand=", m.expand, " K=", m.conv_kernel, " chunk=",
+                      m.chunk, " eps=", m.eps);
+}
+
 Mamba2Lm::Mamba2Lm(const Mamba2LmConfig& config)
     : config_(config), table_(Mamba2LmSpecs(config)) {
   TL_CHECK(config.inner() % config.head_dim == 0);

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "engine/train/params.h"
+#include "engine/train/row_model.h"
 
 namespace tapeloop::engine::train {
 
@@ -59,18 +60,7 @@ struct Mamba2LmConfig {
   std::string ToHfConfigJson() const;
 };
 
-// Scratch for one row (activations saved for backward); grows to the longest row seen.
-struct Mamba2Workspace {
-  std::vector<float> buf;
-};
-
-struct RowResult {
-  double loss_sum = 0;  // sum over masked targets of cross-entropy (not normalized)
-  int64_t counted = 0;  // masked targets
-  int64_t correct = 0;  // masked targets whose argmax equals the target
-};
-
-class Mamba2Lm {
+class Mamba2Lm final : public RowModel {
  public:
   explicit Mamba2Lm(const Mamba2LmConfig& config);
   Mamba2Lm(const Mamba2Lm&) = delete;
@@ -78,7 +68,12 @@ class Mamba2Lm {
 
   const Mamba2LmConfig& config() const { return config_; }
   // Tensor specs in HF names; parameter/gradient/moment buffers use this layout.
-  const ParamTable& table() const { return table_; }
+  const ParamTable& table() const override { return table_; }
+  int64_t state_size() const override { return config_.state_size(); }
+  // SSM states ~ N(0, stddev^2), conv states 0.
+  void NoiseState(Rng& rng, float stddev, float* state) const override;
+  std::string HfConfigJson() const override { return config_.ToHfConfigJson(); }
+  std::string Describe() const override;
 
   // One row: inputs ids[0..T-1], targets ids[1..T] where T = ids.size() - 1; target t (the
   // token ids[t+1]) counts with weight target_mask[t] (f32 [T]). The loss gradient is
@@ -90,7 +85,8 @@ class Mamba2Lm {
   RowResult RowForwardBackward(const float* params, std::span<const int32_t> ids,
                                std::span<const float> target_mask, double denom,
                                const float* init_state, float* final_state, float* grads,
-                               Mamba2Workspace* ws, std::vector<int32_t>* argmax = nullptr) const;
+                               Mamba2Workspace* ws,
+                               std::vector<int32_t>* argmax = nullptr) const override;
 
   // Recurrent single-token step for `rows` independent rows (greedy decoding / agent loops):
   // tokens [rows], states f32 [rows, state_size] advanced in place, logits f32 [rows, V].

@@ -61,28 +61,26 @@ uint64_t Fnv1a(uint64_t h, const void* data, size_t bytes) {
 
 }  // namespace
 
-std::string TrainOptions::Fingerprint(const Mamba2LmConfig& m) const {
+std::string TrainOptions::Fingerprint(const RowModel& m) const {
   return absl::StrFormat(
-      "mamba2 V=%d D=%d L=%d N=%d P=%d expand=%d K=%d chunk=%d eps=%g | steps=%d batch=%d "
-      "lr=%g warmup=%d clip=%g betas=%g,%g adam_eps=%g wd=%g decay_all=%d threads=%d seed=%d "
-      "init_state=%d noise=%g concat=%d window=%d",
-      m.vocab, m.d_model, m.layers, m.state, m.head_dim, m.expand, m.conv_kernel, m.chunk, m.eps,
-      steps, batch, lr, warmup, clip, adam.beta1, adam.beta2, adam.eps, adam.weight_decay,
-      adam.decay_all ? 1 : 0, threads, seed, static_cast<int>(init_state), noise_std,
-      tbptt_concat, tbptt_window);
+      "%s | steps=%d batch=%d lr=%g warmup=%d clip=%g betas=%g,%g adam_eps=%g wd=%g "
+      "decay_all=%d threads=%d seed=%d init_state=%d noise=%g concat=%d window=%d",
+      m.Describe(), steps, batch, lr, warmup, clip, adam.beta1, adam.beta2, adam.eps,
+      adam.weight_decay, adam.decay_all ? 1 : 0, threads, seed, static_cast<int>(init_state),
+      noise_std, tbptt_concat, tbptt_window);
 }
 
-Trainer::Trainer(const Mamba2LmConfig& model, const TrainOptions& options, ExampleSource* data)
-    : model_(model),
+Trainer::Trainer(std::unique_ptr<RowModel> model, const TrainOptions& options, ExampleSource* data)
+    : model_(std::move(model)),
       options_(options),
       data_(data),
-      adam_(model_.table(), options.adam),
+      adam_(model_->table(), options.adam),
       rng_(options.seed) {
   TL_CHECK(options_.threads >= 1 && options_.batch >= 1 && options_.tbptt_concat >= 1);
   // Rows are spread over our own threads; each BLAS call stays on its caller's thread.
   openblas_set_num_threads(1);
   Rng init_rng(options.seed);
-  params_ = model_.table().Initialize(init_rng);
+  params_ = model_->table().Initialize(init_rng);
   grads_.assign(params_.size(), 0.f);
   rng_ = init_rng.Fork(1);
   workspaces_.resize(options_.threads);
@@ -91,7 +89,7 @@ Trainer::Trainer(const Mamba2LmConfig& model, const TrainOptions& options, Examp
 
 StepStats Trainer::Step() {
   const int B = options_.batch, concat = options_.tbptt_concat;
-  const int64_t S = model_.config().state_size();
+  const int64_t S = model_->state_size();
   std::vector<TrainExample> ex = data_->Next(B * concat);
   TL_CHECK(static_cast<int>(ex.size()) == B * concat);
   // Rows: `concat` trajectories back to back.
@@ -118,15 +116,10 @@ StepStats Trainer::Step() {
   last_final_.assign(B * S, 0.f);
   bool use_init = false;
   if (options_.init_state == InitState::kNoise) {
-    use_init = true;
-    const int64_t conv = (model_.config().conv_kernel - 1) * model_.config().conv_dim();
-    for (int r = 0; r < B; ++r)
-      for (int l = 0; l < model_.config().layers; ++l) {
-        float* ssm = last_init_.data() + r * S + l * model_.config().layer_state_size() + conv;
-        rng_.FillNormal(std::span<float>(ssm, model_.config().layer_state_size() - conv),
-                        options_.noise_std);
-      }
-  } else if (options_.init_state == InitState::kPassFinal && !pool_.empty()) {
+    use_init = S > 0;
+    for (int r = 0; r < B && use_init; ++r)
+      model_->NoiseState(rng_, options_.noise_std, last_init_.data() + r * S);
+  } else if (options_.init_state == InitState::kPassFinal && !pool_.empty() && S > 0) {
     use_init = true;
     std::vector<int> perm(B);
     std::iota(perm.begin(), perm.end(), 0);
@@ -152,7 +145,7 @@ StepStats Trainer::Step() {
       for (int64_t s = 0; s < T; s += W) {
         const int64_t e = std::min(T, s + W);
         mask.assign(row.loss_mask.begin() + s + 1, row.loss_mask.begin() + e + 1);
-        RowResult rr = model_.RowForwardBackward(
+        RowResult rr = model_->RowForwardBackward(
             params_.data(), std::span<const int32_t>(row.tokens.data() + s, e - s + 1), mask, denom,
             init, next.data(), g.data(), &workspaces_[w]);
         acc.loss_sum += rr.loss_sum;
@@ -200,7 +193,7 @@ EvalStats Trainer::Evaluate(const std::vector<TrainExample>& examples) const {
     for (int i : assignment[w]) {
       const TrainExample& e = examples[i];
       mask.assign(e.loss_mask.begin() + 1, e.loss_mask.end());
-      results[i] = model_.RowForwardBackward(params_.data(), e.tokens, mask, 1.0, nullptr, nullptr,
+      results[i] = model_->RowForwardBackward(params_.data(), e.tokens, mask, 1.0, nullptr, nullptr,
                                              nullptr, &workspaces_[w]);
     }
   });
@@ -223,9 +216,9 @@ absl::Status Trainer::SaveCheckpoint(const std::string& dir) const {
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("save checkpoint: cannot create '", dir, "': ", ec.message()));
   // The model through the engine (HF config.json + model.safetensors).
-  ASSIGN_OR_RETURN(ModelConfig mc, ParseModelConfig(model_.config().ToHfConfigJson()));
+  ASSIGN_OR_RETURN(ModelConfig mc, ParseModelConfig(model_->HfConfigJson()));
   std::map<std::string, Tensor> tensors;
-  const ParamTable& t = model_.table();
+  const ParamTable& t = model_->table();
   for (int i = 0; i < t.size(); ++i) {
     Tensor x;
     x.shape = t.spec(i).shape;
@@ -247,7 +240,7 @@ absl::Status Trainer::SaveCheckpoint(const std::string& dir) const {
       {"adam_step", absl::StrCat(adam_.step())},
       {"data_position", absl::StrCat(data_->position())},
       {"rng", absl::StrCat(rs[0], ",", rs[1], ",", rs[2], ",", rs[3])},
-      {"fingerprint", options_.Fingerprint(model_.config())},
+      {"fingerprint", options_.Fingerprint(*model_)},
       {"checksum", absl::StrCat(sum)},
   };
   std::vector<TensorRef> refs = {
@@ -269,7 +262,7 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
   if (meta("format") != kStateFormat)
     return absl::InvalidArgumentError(absl::StrCat(where, "trainer_state.safetensors has format '",
                                                    meta("format"), "', expected '", kStateFormat, "'"));
-  const std::string want = options_.Fingerprint(model_.config());
+  const std::string want = options_.Fingerprint(*model_);
   if (meta("fingerprint") != want)
     return absl::FailedPreconditionError(absl::StrCat(
         where, "it was written by a different model or options:\n  saved:   ", meta("fingerprint"),
@@ -278,7 +271,7 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
   if (!model_file.ok())
     return absl::Status(model_file.status().code(), where + std::string(model_file.status().message()));
   std::vector<std::pair<std::string, Tensor>> named(model_file->tensors.begin(), model_file->tensors.end());
-  auto flat = model_.table().FromTensors(named);
+  auto flat = model_->table().FromTensors(named);
   if (!flat.ok()) return absl::InvalidArgumentError(where + std::string(flat.status().message()));
   auto get = [&](const std::string& name, int64_t size, std::vector<float>* out) -> absl::Status {
     auto it = st->tensors.find(name);
@@ -288,8 +281,8 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
     return absl::OkStatus();
   };
   std::vector<float> m, v, pool;
-  RETURN_IF_ERROR(get("adam.m", model_.table().total(), &m));
-  RETURN_IF_ERROR(get("adam.v", model_.table().total(), &v));
+  RETURN_IF_ERROR(get("adam.m", model_->table().total(), &m));
+  RETURN_IF_ERROR(get("adam.v", model_->table().total(), &v));
   if (st->tensors.count("state_pool"))
     RETURN_IF_ERROR(get("state_pool", st->tensors.at("state_pool").data.size(), &pool));
   uint64_t sum = 0xcbf29ce484222325ULL;

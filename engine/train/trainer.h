@@ -31,8 +31,11 @@
 #include <string>
 #include <vector>
 
+#include <memory>
+
 #include "absl/status/status.h"
 #include "engine/train/mamba2_lm.h"
+#include "engine/train/row_model.h"
 #include "engine/train/optimizer.h"
 #include "engine/train/rng.h"
 
@@ -71,8 +74,9 @@ struct TrainOptions {
   int tbptt_concat = 1;     // trajectories per row
   int64_t tbptt_window = 0; // tokens per window; 0 = the whole row
 
-  // Everything that must match for a checkpoint to be resumed (model config included).
-  std::string Fingerprint(const Mamba2LmConfig& model) const;
+  // Everything that must match for a checkpoint to be resumed (the model's Describe()
+  // included).
+  std::string Fingerprint(const RowModel& model) const;
 };
 
 struct StepStats {
@@ -97,7 +101,10 @@ struct EvalStats {
 class Trainer {
  public:
   // `data` must outlive the trainer. Parameters are initialized from options.seed.
-  Trainer(const Mamba2LmConfig& model, const TrainOptions& options, ExampleSource* data);
+  Trainer(std::unique_ptr<RowModel> model, const TrainOptions& options, ExampleSource* data);
+  // A Mamba-2 model.
+  Trainer(const Mamba2LmConfig& model, const TrainOptions& options, ExampleSource* data)
+      : Trainer(std::make_unique<Mamba2Lm>(model), options, data) {}
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
@@ -110,7 +117,7 @@ class Trainer {
   absl::Status SaveCheckpoint(const std::string& dir) const;
   absl::Status LoadCheckpoint(const std::string& dir);
 
-  const Mamba2Lm& model() const { return model_; }
+  const RowModel& model() const { return *model_; }
   const TrainOptions& options() const { return options_; }
   int64_t step() const { return step_; }
   const std::vector<float>& params() const { return params_; }
@@ -122,7 +129,7 @@ class Trainer {
   const std::vector<float>& last_final_states() const { return last_final_; }
 
  private:
-  Mamba2Lm model_;
+  std::unique_ptr<RowModel> model_;
   TrainOptions options_;
   ExampleSource* data_;
   std::vector<float> params_, grads_;

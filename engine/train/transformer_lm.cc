@@ -104,6 +104,14 @@ std::vector<ParamSpec> TransformerLmSpecs(const TransformerLmConfig& c) {
   return s;
 }
 
+std::string TransformerLm::Describe() const {
+  const TransformerLmConfig& c = config_;
+  return absl::StrCat(c.sliding_window > 0 ? "mistral" : "llama", " V=", c.vocab, " D=", c.d_model,
+                      " L=", c.layers, " Hq=", c.heads, " Hkv=", c.kv_heads, " hd=", c.head_dim,
+                      " F=", c.intermediate, " theta=", c.rope_theta, " window=", c.sliding_window,
+                      " eps=", c.eps);
+}
+
 TransformerLm::TransformerLm(const TransformerLmConfig& config)
     : config_(config), table_(TransformerLmSpecs(config)) {
   TL_CHECK(config.heads % config.kv_heads == 0 && config.head_dim % 2 == 0);

@@ -43,14 +43,27 @@ struct TransformerLmConfig {
 
 std::vector<ParamSpec> TransformerLmSpecs(const TransformerLmConfig& config);
 
-class TransformerLm {
+class TransformerLm final : public RowModel {
  public:
   explicit TransformerLm(const TransformerLmConfig& config);
   TransformerLm(const TransformerLm&) = delete;
   TransformerLm& operator=(const TransformerLm&) = delete;
 
   const TransformerLmConfig& config() const { return config_; }
-  const ParamTable& table() const { return table_; }
+  const ParamTable& table() const override { return table_; }
+  int64_t state_size() const override { return 0; }
+  void NoiseState(Rng&, float, float*) const override {}
+  std::string HfConfigJson() const override { return config_.ToHfConfigJson(); }
+  std::string Describe() const override;
+
+  // The RowModel form: no recurrent state, so init_state / final_state are ignored.
+  RowResult RowForwardBackward(const float* params, std::span<const int32_t> ids,
+                               std::span<const float> target_mask, double denom,
+                               const float* init_state, float* final_state, float* grads,
+                               Mamba2Workspace* ws,
+                               std::vector<int32_t>* argmax = nullptr) const override {
+    return RowForwardBackward(params, ids, target_mask, denom, grads, ws, argmax);
+  }
 
   // As Mamba2Lm::RowForwardBackward without states: ids [T+1], target_mask f32 [T]; adds
   // d(loss_sum / denom) to grads (null: forward only).

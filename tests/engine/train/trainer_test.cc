@@ -5,11 +5,14 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/models/model.h"
 #include "engine/train/rng.h"
+#include "engine/train/transformer_lm.h"
 
 namespace tapeloop::engine::train {
 namespace {
@@ -223,6 +226,38 @@ TEST(Trainer, RefusesCorruptOrMismatchedCheckpoints) {
     CopySource d(5);
     Trainer other(Small(), Opts(), &d);
     EXPECT_FALSE(other.LoadCheckpoint(dir + "_missing").ok());
+  }
+}
+
+TEST(Trainer, TrainsAndCheckpointsATransformer) {
+  for (int64_t window : {0, 4}) {
+    TransformerLmConfig c;
+    c.vocab = 13;
+    c.d_model = 16;
+    c.layers = 2;
+    c.heads = 2;
+    c.kv_heads = 1;
+    c.head_dim = 8;
+    c.intermediate = 32;
+    c.sliding_window = window;
+    CountSource data;
+    Trainer tr(std::make_unique<TransformerLm>(c), Opts(), &data);
+    double first = 0, last = 0;
+    for (int s = 0; s < 60; ++s) {
+      const double loss = tr.Step().loss;
+      if (s == 0) first = loss;
+      last = loss;
+    }
+    EXPECT_LT(last, 0.3 * first) << "window " << window << ": " << first << " -> " << last;
+    const std::string dir = TempDir(absl::StrCat("transformer", window));
+    ASSERT_TRUE(tr.SaveCheckpoint(dir).ok());
+    auto model = Model::Load(dir);
+    ASSERT_TRUE(model.ok()) << model.status();
+    EXPECT_EQ((*model)->config().sliding_window, window);
+    CountSource d2;
+    Trainer resumed(std::make_unique<TransformerLm>(c), Opts(), &d2);
+    ASSERT_TRUE(resumed.LoadCheckpoint(dir).ok());
+    EXPECT_EQ(resumed.params(), tr.params());
   }
 }
 
