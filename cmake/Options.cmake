@@ -12,6 +12,14 @@ target_compile_definitions(tapeloop_options INTERFACE
   TAPELOOP_VERSION="${PROJECT_VERSION}"
   $<$<BOOL:${TAPELOOP_HAVE_CUDA}>:TAPELOOP_HAVE_CUDA=1>)
 
+if(TAPELOOP_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "TAPELOOP_FUZZ needs clang (CXX=clang++)")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+
 if(TAPELOOP_SANITIZE)
   add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
   add_link_options(-fsanitize=address,undefined)
