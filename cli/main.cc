@@ -1,9 +1,13 @@
 // The `tapeloop` binary: dispatches argv[1] to a registered subcommand (cli/command.h).
+#include <unistd.h>
+
+#include <cstdlib>
 #include <iostream>
 #include <string>
 
 #include "cli/command.h"
 #include "common/version.h"
+#include "engine/kernels/linear.h"
 
 namespace tapeloop::cli {
 
@@ -41,6 +45,12 @@ int main(int argc, char** argv) {
   if (name == "--version" || name == "version") {
     std::cout << "tapeloop " << tapeloop::Version() << std::endl;
     return 0;
+  }
+  // Every subcommand runs matrix products; give OpenBLAS its fast kernels on CPUs it does not
+  // recognise (see engine/kernels/linear.h). The process is re-executed once, unchanged.
+  if (const char* core = tapeloop::engine::FasterBlasCoreType()) {
+    setenv("OPENBLAS_CORETYPE", core, 1);
+    execv("/proc/self/exe", argv);
   }
   auto it = Commands().find(name);
   if (it == Commands().end()) {

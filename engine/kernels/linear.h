@@ -25,6 +25,13 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 // The BLAS backend in use, e.g. "OpenBLAS SkylakeX, 2 threads" (for benchmark reports).
 std::string BlasDescription();
 
+// OpenBLAS 0.3.21 (Debian 12) does not recognise some recent Xeons and falls back to its
+// Prescott (SSE3) kernels, 2-6x slower. Its core type can only be chosen before the library
+// initialises (OPENBLAS_CORETYPE), so this returns the core type a process should be
+// re-executed with ("SkylakeX" with AVX-512, "Haswell" with AVX2), or nullptr when OpenBLAS
+// already chose a good one, the variable is already set, or the CPU has neither.
+const char* FasterBlasCoreType();
+
 }  // namespace tapeloop::engine
 
 #endif  // TAPELOOP_ENGINE_KERNELS_LINEAR_H_
