@@ -132,7 +132,8 @@ absl::StatusOr<EvalOptions> SuiteOptions(const std::string& name, const std::str
   if (name == "paper-addition" || name == "paper-addition-short") {
     for (std::string m : {"mamba2-pointer", "llama-pointer", "mistral-pointer",
                           "nemotron_h-pointer"}) {
-      o.entries.push_back({dir(m), {"pointer"}});
+      bool attention = m != "mamba2-pointer";
+      o.entries.push_back({dir(m), {"pointer"}, attention && name == "paper-addition-short" ? 100 : 0});
     }
     o.tasks = {"addition"};
     if (name == "paper-addition") {
@@ -201,7 +202,8 @@ absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
                                 {"dir", models[i].dir},
                                 {"fingerprint", models[i].fingerprint},
                                 {"train_length", models[i].train_length},
-                                {"modes", options.entries[i].modes}});
+                                {"modes", options.entries[i].modes},
+                                {"max_length", options.entries[i].max_length}});
   }
   ASSIGN_OR_RETURN(auto db, store::Database::Open(options.db_path));
   ResultsStore results(db.get());
@@ -209,10 +211,15 @@ absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
   ASSIGN_OR_RETURN(std::set<EpisodeKey> done, results.Done(run_id));
 
   Progress p;
+  auto in_range = [&](size_t entry, int64_t length) {
+    return options.entries[entry].max_length <= 0 || length <= options.entries[entry].max_length;
+  };
   for (size_t i = 0; i < models.size(); ++i) {
+    int64_t lengths = std::count_if(options.lengths.begin(), options.lengths.end(),
+                                    [&](int64_t L) { return in_range(i, L); });
     p.total += static_cast<int64_t>(options.entries[i].modes.size() * options.tasks.size() *
-                                    options.lengths.size() * options.seeds.size()) *
-               options.episodes;
+                                    options.seeds.size()) *
+               lengths * options.episodes;
   }
   RunResult result;
   result.run_id = run_id;
@@ -227,6 +234,7 @@ absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
       for (const std::string& task_name : options.tasks) {
         const tasks::Task* task = *tasks::FindTask(task_name);
         for (int64_t length : options.lengths) {
+          if (!in_range(mi, length)) continue;
           // The episodes of this cell still to run, in a fixed order.
           std::vector<EpisodeKey> todo;
           for (int64_t seed : options.seeds) {

@@ -26,6 +26,10 @@ namespace tapeloop::eval {
 struct EvalEntry {
   std::string model;
   std::vector<std::string> modes;
+  // Lengths above this are not evaluated for this entry (0: no cap). The short suites use it
+  // to keep Transformer baselines, whose cost per token grows with the episode, off the
+  // longest lengths.
+  int64_t max_length = 0;
 };
 
 struct EvalOptions {

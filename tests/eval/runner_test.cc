@@ -85,6 +85,20 @@ TEST_F(RunnerTest, OracleIsExactAndARerunResumesEverything) {
   EXPECT_EQ(report->markdown, first->markdown);
 }
 
+TEST_F(RunnerTest, EntryLengthCapSkipsLongerLengthsForThatEntryOnly) {
+  EvalOptions o;
+  o.entries = {{"oracle", {"pointer"}, /*max_length=*/10}, {"oracle", {"direct"}, 0}};
+  o.tasks = {"addition"};
+  o.lengths = {5, 40};
+  o.episodes = 3;
+  o.db_path = (dir_ / "cap.db").string();
+  auto run = RunEvaluation(o);
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->ran, 3 + 3 * 2);
+  EXPECT_NE(run->markdown.find("| oracle / pointer | ?->5 (100%) | 100% | |"), std::string::npos)
+      << run->markdown;
+}
+
 TEST_F(RunnerTest, BadOptionsNameTheProblem) {
   EvalOptions o;
   o.entries = {{"oracle", {"pointer"}}};
