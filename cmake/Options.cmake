@@ -61,7 +61,7 @@ endfunction()
 function(tapeloop_add_module_tests module)
   file(GLOB_RECURSE srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*_test.cc)
   if(srcs)
-    tapeloop_add_test(tapeloop_${module}_tests SOURCES ${srcs} LIBS ${ARGN})
+    tapeloop_add_test(tapeloop_${module}_tests SOURCES ${srcs} LIBS ${ARGN} LABELS ${module})
     target_compile_definitions(tapeloop_${module}_tests PRIVATE
       TAPELOOP_SOURCE_DIR="${PROJECT_SOURCE_DIR}" TAPELOOP_BINARY_DIR="${PROJECT_BINARY_DIR}")
     # Several suites drive the `tapeloop` binary as a process.
