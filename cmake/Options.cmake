@@ -3,7 +3,7 @@ add_library(tapeloop_options INTERFACE)
 target_compile_options(tapeloop_options INTERFACE
   $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter -Wno-sign-compare>
   # GCC 12 reports false positives through absl::StatusOr and std::optional at -O2.
-  $<$<COMPILE_LANGUAGE:CXX>:-Wno-maybe-uninitialized>)
+  $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<CXX_COMPILER_ID:GNU>>:-Wno-maybe-uninitialized>)
 if(TAPELOOP_WERROR)
   target_compile_options(tapeloop_options INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
 endif()

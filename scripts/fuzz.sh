@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for a bounded time.
 # FUZZ_SECONDS (default 60) bounds each target. A crash leaves its input in build-fuzz/ and
-# fails the script.
+# fails the script. Known issue: clang 14 rejects engine/train/vec_math.cc (GCC vector
+# extensions under target_clones), so this build currently fails; CI runs the same entry point
+# over seeded mutations instead (tests/engine/fuzz/checkpoint_fuzz_test.cc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-60}
