@@ -288,4 +288,11 @@ absl::StatusOr<std::vector<EpisodeRecord>> RunEpisodes(Policy& policy,
   return records;
 }
 
+EpisodeSpec MakeEpisodeSpec(const tasks::Task* task, tasks::Mode mode, int64_t length,
+                            int64_t seed, int64_t index, bool training) {
+  tasks::Rng rng(tasks::MixSeed(static_cast<uint64_t>(seed), static_cast<uint64_t>(index)));
+  return {task, task->Generate(static_cast<int>(length), training, rng), mode,
+          tasks::MixSeed(static_cast<uint64_t>(seed) + 1, static_cast<uint64_t>(index))};
+}
+
 }  // namespace tapeloop::agents

@@ -77,6 +77,13 @@ struct EpisodeRecord {
   nlohmann::json ToJson() const;
 };
 
+// Episode `index` of (task, mode, length, seed), the one `tapeloop run --seed S` plays as its
+// i-th episode and `tapeloop eval` stores under that key: the instance from
+// Rng(MixSeed(seed, index)) (training draws lengths from U{1..length}), the sampling seed
+// MixSeed(seed + 1, index).
+EpisodeSpec MakeEpisodeSpec(const tasks::Task* task, tasks::Mode mode, int64_t length,
+                            int64_t seed, int64_t index, bool training = false);
+
 // Runs every spec through `policy`. Errors of one episode are recorded in its record; the
 // returned status fails only for invalid arguments (null task, parallel < 1).
 absl::StatusOr<std::vector<EpisodeRecord>> RunEpisodes(Policy& policy,

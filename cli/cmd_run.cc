@@ -105,9 +105,7 @@ int RunRun(int argc, char** argv) {
 
   std::vector<agents::EpisodeSpec> specs;
   for (int64_t i = 0; i < *episodes; ++i) {
-    tasks::Rng rng(tasks::MixSeed(static_cast<uint64_t>(*seed), static_cast<uint64_t>(i)));
-    specs.push_back({*task, (*task)->Generate(static_cast<int>(*length), training, rng), *mode,
-                     tasks::MixSeed(static_cast<uint64_t>(*seed) + 1, static_cast<uint64_t>(i))});
+    specs.push_back(agents::MakeEpisodeSpec(*task, *mode, *length, *seed, i, training));
   }
   agents::LoopOptions options;
   options.parallel = static_cast<int>(*parallel);

@@ -114,13 +114,6 @@ std::map<std::string, int64_t> TrainLengths(const nlohmann::json& config) {
 
 }  // namespace
 
-agents::EpisodeSpec MakeEpisodeSpec(const tasks::Task* task, tasks::Mode mode, int64_t length,
-                                    int64_t seed, int64_t index) {
-  tasks::Rng rng(tasks::MixSeed(static_cast<uint64_t>(seed), static_cast<uint64_t>(index)));
-  return {task, task->Generate(static_cast<int>(length), /*training=*/false, rng), mode,
-          tasks::MixSeed(static_cast<uint64_t>(seed) + 1, static_cast<uint64_t>(index))};
-}
-
 std::vector<std::string> SuiteNames() {
   return {"paper-addition", "paper-addition-short", "addition-ablations", "multiplication",
           "multiplication-short"};
@@ -253,7 +246,7 @@ absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
             size_t e = std::min(todo.size(), b + static_cast<size_t>(options.commit_every));
             std::vector<agents::EpisodeSpec> specs;
             for (size_t k = b; k < e; ++k) {
-              specs.push_back(MakeEpisodeSpec(task, mode, length, todo[k].seed, todo[k].index));
+              specs.push_back(agents::MakeEpisodeSpec(task, mode, length, todo[k].seed, todo[k].index));
             }
             std::unique_ptr<agents::Policy> policy;
             if (m.model == nullptr) {

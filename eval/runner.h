@@ -67,10 +67,6 @@ struct RunResult {
   std::string markdown;           // the report's tables
 };
 
-// The instance and sampling seed of episode `index`, as `tapeloop run` makes them.
-agents::EpisodeSpec MakeEpisodeSpec(const tasks::Task* task, tasks::Mode mode, int64_t length,
-                                    int64_t seed, int64_t index);
-
 // Runs (or resumes) the evaluation and writes the report. `progress` is called after every
 // batch. Errors: INVALID_ARGUMENT naming a bad option, NOT_FOUND for a missing model or task,
 // the store's errors for the database.
