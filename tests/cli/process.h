@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -60,7 +61,8 @@ class Process {
         seen_ += line + "\n";
         if (line.find(needle) != std::string::npos) return line;
       }
-      if (!ReadSome(out_, &stdout_, 100)) break;
+      // A quiet 100 ms is not the end (a sanitizer build starts slowly); end of file is.
+      if (Read(out_, &stdout_, 100) == ReadResult::kEof) break;
     }
     return "";
   }
@@ -85,15 +87,25 @@ class Process {
 
  private:
   // Reads what is available within `ms`; false at EOF or when nothing arrived.
-  static bool ReadSome(int fd, std::string* into, int ms) {
-    if (fd < 0) return false;
+  enum class ReadResult { kData, kQuiet, kEof };
+
+  // Waits up to `ms` for data on `fd`; appends what arrives.
+  static ReadResult Read(int fd, std::string* into, int ms) {
+    if (fd < 0) return ReadResult::kEof;
     pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, ms) <= 0) return false;
+    int ready = poll(&p, 1, ms);
+    if (ready < 0) return errno == EINTR ? ReadResult::kQuiet : ReadResult::kEof;
+    if (ready == 0) return ReadResult::kQuiet;
     char buf[4096];
     ssize_t n = read(fd, buf, sizeof buf);
-    if (n <= 0) return false;
+    if (n < 0 && errno == EINTR) return ReadResult::kQuiet;
+    if (n <= 0) return ReadResult::kEof;
     into->append(buf, n);
-    return true;
+    return ReadResult::kData;
+  }
+
+  static bool ReadSome(int fd, std::string* into, int ms) {
+    return Read(fd, into, ms) == ReadResult::kData;
   }
 
   pid_t pid_ = -1;
