@@ -77,6 +77,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   server->keys_ = options.api_keys;
   ASSIGN_OR_RETURN(server->db_, store::Database::Open(options.db_path));
   ASSIGN_OR_RETURN(int schema, server->db_->SchemaVersion());
+  server->models_ = std::make_unique<ModelRegistry>(options.models_dir);
+  server->context_.keys = &server->keys_;
+  server->context_.calls = &server->calls_;
+  server->context_.db_path = options.db_path;
+  server->context_.models = server->models_.get();
+  server->context_.limits = options.limits;
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -84,6 +90,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   // gRPC sets SO_REUSEPORT by default, which lets a second server silently share a port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(options.listen, credentials, &server->port_);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.limits.max_message_bytes));
   server->services_.push_back(std::make_unique<ServerInfoService>(schema, &server->keys_, &server->calls_));
   for (auto& service : server->services_) builder.RegisterService(service.get());
   server->grpc_server_ = builder.BuildAndStart();

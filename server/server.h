@@ -17,6 +17,8 @@
 #include "absl/status/statusor.h"
 #include "server/auth.h"
 #include "server/call_tracker.h"
+#include "server/model_registry.h"
+#include "server/service_context.h"
 #include "store/database.h"
 
 namespace grpc {
@@ -36,6 +38,9 @@ struct ServerOptions {
   // PEM files; both set enables TLS, neither keeps plaintext.
   std::string tls_cert_path;
   std::string tls_key_path;
+  // Directory of models (one subdirectory each) the Engine and Agent services serve.
+  std::string models_dir = "models";
+  ServiceLimits limits;
 };
 
 // Validates a listen address ("host:port", "[v6]:port"); INVALID_ARGUMENT naming what is wrong.
@@ -66,6 +71,8 @@ class Server {
   Server() = default;
   ApiKeys keys_;
   CallTracker calls_;
+  std::unique_ptr<ModelRegistry> models_;
+  ServiceContext context_;
   std::unique_ptr<store::Database> db_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
   std::unique_ptr<grpc::Server> grpc_server_;

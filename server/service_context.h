@@ -1,0 +1,56 @@
+// What every tapeloop.v1 service is built over: the caller check, the call tracker used for
+// draining, the database file, the model registry and the server's limits.
+//
+// Services open their own store::Database connection(s) on db_path (WAL mode lets several
+// connections of one process share the file; a connection is used by one thread at a time).
+// Everything pointed to is owned by the Server and outlives its services.
+#ifndef TAPELOOP_SERVER_SERVICE_CONTEXT_H_
+#define TAPELOOP_SERVER_SERVICE_CONTEXT_H_
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/auth.h"
+#include "server/call_tracker.h"
+#include "server/model_registry.h"
+
+namespace grpc {
+class ServerContextBase;
+}
+
+namespace tapeloop::server {
+
+struct ServiceLimits {
+  int64_t max_message_bytes = 8 << 20;        // gRPC receive limit (RESOURCE_EXHAUSTED above)
+  int64_t max_tokens_per_append = 1 << 16;    // tokens in one Append
+  int64_t max_tokens_per_generate = 1 << 14;  // max_tokens of one Generate
+  int max_sessions_per_principal = 1024;      // open engine sessions
+  int64_t max_tokens_in_flight_per_principal = 1 << 20;  // generation budget being worked on
+  int max_episode_length = 100000;                 // task length of one agent / environment episode
+  int max_environments_per_principal = 256;        // open environments and debug sessions, each
+  std::chrono::seconds default_idle_timeout{600};  // sessions idle longer are evicted
+  std::chrono::seconds max_idle_timeout{86400};
+};
+
+struct ServiceContext {
+  const ApiKeys* keys = nullptr;
+  CallTracker* calls = nullptr;
+  std::string db_path;
+  ModelRegistry* models = nullptr;
+  ServiceLimits limits;
+};
+
+// 128 random bits (getrandom) as 32 lower-case hex characters, prefixed, e.g. "ses_3f9a...".
+// Unguessable: ids are the only thing that names a session, and they are never sequential.
+std::string NewId(const char* prefix);
+
+// The caller's principal (see ApiKeys::Authenticate). Draining is not checked here: hold a
+// CallTracker::Scope for the call and answer UNAVAILABLE when it is not ok().
+absl::StatusOr<std::string> Principal(const ServiceContext& ctx,
+                                      const grpc::ServerContextBase& context);
+
+}  // namespace tapeloop::server
+
+#endif  // TAPELOOP_SERVER_SERVICE_CONTEXT_H_
