@@ -22,6 +22,43 @@ double MsSince(Clock::time_point start) {
 // (then refused with an error observation) so a model that repeats itself is visible.
 constexpr int64_t kCalculatorCalls = 4;
 
+// The incremental twin of tasks::TrajectoryFromTokens' role rules, for the tokens after the
+// prompt (tests/agents/agent_loop_events_test.cc checks that they agree).
+struct RoleTracker {
+  bool direct = false, after_ans = false, in_call = false, in_obs = false, expect_obs = false;
+
+  tasks::Role Next(TokenId id) {
+    if (expect_obs) {
+      expect_obs = false;
+      return tasks::Role::kObservation;
+    }
+    if (in_obs) {
+      in_obs = id != tokens::kObsEnd;
+      return tasks::Role::kObservation;
+    }
+    if (in_call) {
+      in_call = id != tokens::kCallEnd;
+      return tasks::Role::kCommand;
+    }
+    if (id == tokens::kObs) {
+      in_obs = true;
+      return tasks::Role::kObservation;
+    }
+    if (id == tokens::kCall) {
+      in_call = true;
+      return tasks::Role::kCommand;
+    }
+    if (tokens::IsPointerCommand(id)) {
+      expect_obs = tokens::CommandOp(id) == tokens::PointerOp::kRead;
+      return tasks::Role::kCommand;
+    }
+    if (id == tokens::kEos) return tasks::Role::kEos;
+    if (direct || after_ans) return tasks::Role::kOutput;
+    after_ans = id == tokens::kAns;
+    return tasks::Role::kThought;
+  }
+};
+
 struct Live {
   size_t index = 0;
   int slot = -1;
@@ -38,6 +75,7 @@ struct Live {
   int64_t step_budget = 0;
   Clock::time_point start;
   bool done = false;
+  RoleTracker roles;  // used only when events are reported
 
   void Stop(std::string reason, std::string error = "") {
     done = true;
@@ -45,6 +83,57 @@ struct Live {
     record.error = std::move(error);
   }
 };
+
+// Appends `t` to the episode's tokens and reports it.
+void PushToken(Live& e, TokenId t, const LoopOptions& options) {
+  e.tokens.push_back(t);
+  if (!options.on_event) return;
+  LoopEvent event;
+  event.kind = LoopEvent::Kind::kToken;
+  event.episode = e.index;
+  event.position = static_cast<int64_t>(e.tokens.size()) - 1;
+  event.token = t;
+  event.role = e.roles.Next(t);
+  options.on_event(event);
+}
+
+void ReportCall(const Live& e, const tools::ToolCall& call, const tools::ToolResult& result,
+                std::optional<TokenId> observation, int64_t position, const LoopOptions& options) {
+  LoopEvent event;
+  event.kind = LoopEvent::Kind::kToolCall;
+  event.episode = e.index;
+  event.position = position;
+  event.call = &call;
+  options.on_event(event);
+  event.kind = LoopEvent::Kind::kToolResult;
+  event.result = &result;
+  event.observation = observation;
+  options.on_event(event);
+}
+
+// Reports pointer command `t` (the last token) and what the memory answered.
+void ReportPointerCommand(const Live& e, TokenId t,
+                          const absl::StatusOr<std::optional<TokenId>>& observed,
+                          const LoopOptions& options) {
+  static const Tokenizer* tokenizer = new Tokenizer();
+  static constexpr const char* kOps[] = {"new", "left", "right", "read", "write"};
+  tools::ToolCall call;
+  call.id = absl::StrCat("ptr-", e.record.tool_steps);
+  call.name = tools::PointerMemoryTool::kName;
+  call.arguments = {{"op", kOps[static_cast<int>(tokens::CommandOp(t))]},
+                    {"pointer", tokens::CommandPointer(t)}};
+  std::optional<TokenId> observation;
+  tools::ToolResult result;
+  if (!observed.ok()) {
+    result = tools::ToolResult::Error(call.id, std::string(observed.status().message()));
+  } else if (observed->has_value()) {
+    observation = **observed;
+    result = tools::ToolResult::Ok(call.id, tokenizer->TokenText(**observed));
+  } else {
+    result = tools::ToolResult::Ok(call.id, "ok");
+  }
+  ReportCall(e, call, result, observation, static_cast<int64_t>(e.tokens.size()) - 1, options);
+}
 
 // Handles one generated token; returns the observation tokens to append (maybe none).
 std::vector<TokenId> OnToken(Live& e, TokenId t, const LoopOptions& options) {
@@ -55,7 +144,7 @@ std::vector<TokenId> OnToken(Live& e, TokenId t, const LoopOptions& options) {
     e.Stop("invalid_token", absl::StrCat("generated id ", t, " is outside the vocabulary"));
     return observation;
   }
-  e.tokens.push_back(t);
+  PushToken(e, t, options);
   if (t == tokens::kEos) {
     e.Stop("eos");
     return observation;
@@ -68,6 +157,7 @@ std::vector<TokenId> OnToken(Live& e, TokenId t, const LoopOptions& options) {
         return observation;
       }
       auto observed = e.memory->Command(t);
+      if (options.on_event) ReportPointerCommand(e, t, observed, options);
       if (!observed.ok()) {
         e.Stop("tool_error", std::string(observed.status().message()));
       } else if (observed->has_value()) {
@@ -95,13 +185,15 @@ std::vector<TokenId> OnToken(Live& e, TokenId t, const LoopOptions& options) {
       event.call.id = id;
       if (event.call.name.empty()) event.call.arguments = {{"text", text}};
       observation.push_back(tokens::kObs);
-      for (TokenId id_t : tokenizer->Encode(event.result.is_error
-                                                ? "error: " + event.result.text
-                                                : event.result.text)) {
+      for (TokenId id_t : tokenizer->Encode(event.result.is_error ? "error: " + event.result.text
+                                                                  : event.result.text)) {
         observation.push_back(id_t);
       }
       observation.push_back(tokens::kObsEnd);
       event.ms = MsSince(tool_start);
+      if (options.on_event) {
+        ReportCall(e, event.call, event.result, std::nullopt, event.token_index, options);
+      }
       e.record.calls.push_back(std::move(event));
     } else if (e.in_call) {
       if (static_cast<int64_t>(e.tokens.size() - e.call_start) > options.max_call_tokens) {
@@ -120,9 +212,9 @@ std::vector<TokenId> OnToken(Live& e, TokenId t, const LoopOptions& options) {
 void Finish(Live& e) {
   auto trajectory = tasks::TrajectoryFromTokens(e.tokens, e.record.mode, e.prompt_size);
   e.record.trajectory = std::move(*trajectory);  // ids were validated token by token
-  e.record.score = tasks::ScoreOutput(e.record.instance, e.record.mode,
-                                      e.record.trajectory.Output(), &e.record.trajectory,
-                                      &e.expert);
+  e.record.score =
+      tasks::ScoreOutput(e.record.instance, e.record.mode, e.record.trajectory.Output(),
+                         &e.record.trajectory, &e.expert);
   e.record.wall_ms = MsSince(e.start);
 }
 
@@ -192,7 +284,17 @@ absl::StatusOr<std::vector<EpisodeRecord>> RunEpisodes(Policy& policy,
     records[e.index] = std::move(e.record);
   };
 
+  auto cancelled = [&] {
+    return options.cancel != nullptr && options.cancel->load(std::memory_order_acquire);
+  };
   while (!pending.empty() || !live.empty()) {
+    if (cancelled()) {
+      for (auto& e : live) {
+        e->Stop("cancelled");
+        close(*e);
+      }
+      live.clear();
+    }
     // Fill the batch.
     while (static_cast<int>(live.size()) < options.parallel && !pending.empty()) {
       const size_t i = pending.front();
@@ -226,14 +328,20 @@ absl::StatusOr<std::vector<EpisodeRecord>> RunEpisodes(Policy& policy,
       }
       e->token_budget = options.max_generated_tokens > 0 ? options.max_generated_tokens
                                                          : 2 * expert_generated + 64;
-      e->step_budget =
-          options.max_tool_steps > 0 ? options.max_tool_steps : 2 * expert_steps + 64;
+      e->step_budget = options.max_tool_steps > 0 ? options.max_tool_steps : 2 * expert_steps + 64;
       if (spec.mode == tasks::Mode::kPointer) {
         e->memory = std::make_unique<tools::PointerMemory>(
             std::vector<TokenId>(e->tokens.begin() + 1, e->tokens.end()));
       } else if (spec.mode == tasks::Mode::kCalculator) {
         e->registry = std::make_unique<tools::ToolRegistry>(kCalculatorCalls);
         (void)e->registry->Register(std::make_unique<tools::CalculatorTool>());
+      }
+      e->roles.direct =
+          spec.mode == tasks::Mode::kDirect || spec.mode == tasks::Mode::kDirectReversed;
+      if (cancelled()) {
+        e->Stop("cancelled");
+        close(*e);
+        continue;
       }
       e->context = EpisodeContext{&e->record.instance, spec.mode, &e->expert, spec.seed};
       const auto open_start = Clock::now();
@@ -269,7 +377,7 @@ absl::StatusOr<std::vector<EpisodeRecord>> RunEpisodes(Policy& policy,
         const auto append_start = Clock::now();
         auto status = policy.Append(e.slot, observation);
         e.record.policy_ms += MsSince(append_start);
-        e.tokens.insert(e.tokens.end(), observation.begin(), observation.end());
+        for (TokenId o : observation) PushToken(e, o, options);
         if (!status.ok()) e.Stop("policy_error", std::string(status.message()));
       }
     }
@@ -288,8 +396,8 @@ absl::StatusOr<std::vector<EpisodeRecord>> RunEpisodes(Policy& policy,
   return records;
 }
 
-EpisodeSpec MakeEpisodeSpec(const tasks::Task* task, tasks::Mode mode, int64_t length,
-                            int64_t seed, int64_t index, bool training) {
+EpisodeSpec MakeEpisodeSpec(const tasks::Task* task, tasks::Mode mode, int64_t length, int64_t seed,
+                            int64_t index, bool training) {
   tasks::Rng rng(tasks::MixSeed(static_cast<uint64_t>(seed), static_cast<uint64_t>(index)));
   return {task, task->Generate(static_cast<int>(length), training, rng), mode,
           tasks::MixSeed(static_cast<uint64_t>(seed) + 1, static_cast<uint64_t>(index))};

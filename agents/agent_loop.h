@@ -11,10 +11,20 @@
 //
 // Modes: pointer (pointer tool), calculator (text tool), cot / direct / direct-reversed (no
 // tool: every token is the model's).
+//
+// Streaming and cancellation (optional, for servers): LoopOptions::on_event is told, on the
+// loop's thread and in order, every token after the prompt as it enters an episode (generated
+// or appended by a tool, with its role), every tool call and every tool result; it may block
+// (that pauses the whole loop: back-pressure). LoopOptions::cancel is checked once per step: once
+// it is true every live and pending episode stops with stop_reason "cancelled". Neither changes
+// what an episode does: records are identical with and without a callback.
 #ifndef TAPELOOP_AGENTS_AGENT_LOOP_H_
 #define TAPELOOP_AGENTS_AGENT_LOOP_H_
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -35,6 +45,27 @@ struct EpisodeSpec {
   uint64_t seed = 0;  // sampling seed of the episode
 };
 
+// What LoopOptions::on_event sees. Pointers are valid during the callback only.
+struct LoopEvent {
+  enum class Kind {
+    kToken,       // a token entered the trajectory: `token`, `role`, `position`
+    kToolCall,    // a tool call was made: `call`; `position` of its command token
+    kToolResult,  // the call's result: `call`, `result`, `observation` (a pointer read's token)
+  };
+  Kind kind = Kind::kToken;
+  size_t episode = 0;    // index into the specs
+  int64_t position = 0;  // position in the trajectory ([BOS] is 0)
+  TokenId token = 0;
+  tasks::Role role = tasks::Role::kPrompt;
+  // Pointer commands are reported as calls of "pointer_memory" with arguments
+  // {"op": "new"|"left"|"right"|"read"|"write", "pointer": k} and ids "ptr-<step>"; text calls
+  // as the calculator's JSON call with ids "call-<n>".
+  const tools::ToolCall* call = nullptr;
+  const tools::ToolResult* result = nullptr;
+  std::optional<TokenId> observation;
+};
+using LoopEventCallback = std::function<void(const LoopEvent&)>;
+
 struct LoopOptions {
   int parallel = 8;  // episodes live at once (the decode batch)
   // Per-episode budgets; <= 0 means "derived from the expert": 2x its generated tokens / tool
@@ -42,6 +73,10 @@ struct LoopOptions {
   int64_t max_generated_tokens = 0;
   int64_t max_tool_steps = 0;
   int64_t max_call_tokens = 1 << 20;  // longest [CALL] text
+  // Optional observer (see the top of this file). Called on the loop's thread.
+  LoopEventCallback on_event;
+  // Optional cancellation flag, read once per step; must outlive RunEpisodes.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 // One text-tool call of an episode.
@@ -58,12 +93,12 @@ struct EpisodeRecord {
   std::string policy;
   uint64_t seed = 0;
   tasks::Instance instance;
-  tasks::Trajectory trajectory;   // every token, prompt included, with roles
-  std::vector<ToolEvent> calls;   // text-tool calls (pointer commands are tokens)
+  tasks::Trajectory trajectory;  // every token, prompt included, with roles
+  std::vector<ToolEvent> calls;  // text-tool calls (pointer commands are tokens)
   int64_t generated_tokens = 0;
-  int64_t tool_steps = 0;         // pointer commands + text calls
+  int64_t tool_steps = 0;  // pointer commands + text calls
   // "eos", "token_budget", "step_budget", "tool_error" (a pointer command the memory
-  // refused), "invalid_token", "policy_error".
+  // refused), "invalid_token", "policy_error", "cancelled" (LoopOptions::cancel was set).
   std::string stop_reason;
   std::string error;
   tasks::Score score;
@@ -81,8 +116,8 @@ struct EpisodeRecord {
 // i-th episode and `tapeloop eval` stores under that key: the instance from
 // Rng(MixSeed(seed, index)) (training draws lengths from U{1..length}), the sampling seed
 // MixSeed(seed + 1, index).
-EpisodeSpec MakeEpisodeSpec(const tasks::Task* task, tasks::Mode mode, int64_t length,
-                            int64_t seed, int64_t index, bool training = false);
+EpisodeSpec MakeEpisodeSpec(const tasks::Task* task, tasks::Mode mode, int64_t length, int64_t seed,
+                            int64_t index, bool training = false);
 
 // Runs every spec through `policy`. Errors of one episode are recorded in its record; the
 // returned status fails only for invalid arguments (null task, parallel < 1).
