@@ -74,7 +74,7 @@ struct LoopOptions {
   int64_t max_tool_steps = 0;
   int64_t max_call_tokens = 1 << 20;  // longest [CALL] text
   // Optional observer (see the top of this file). Called on the loop's thread.
-  LoopEventCallback on_event;
+  LoopEventCallback on_event = nullptr;
   // Optional cancellation flag, read once per step; must outlive RunEpisodes.
   const std::atomic<bool>* cancel = nullptr;
 };
