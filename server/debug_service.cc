@@ -231,6 +231,7 @@ absl::StatusOr<std::shared_ptr<DebugService::Session>> DebugService::Find(
     const std::string& principal, const std::string& session_id, bool busy) {
   if (session_id.empty()) return absl::InvalidArgumentError("session_id: empty");
   std::lock_guard<std::mutex> lock(mu_);
+  if (shut_down_) return absl::UnavailableError("server is shutting down");
   auto it = sessions_.find(session_id);
   if (it == sessions_.end() || it->second->principal != principal) {
     return absl::NotFoundError(
@@ -481,6 +482,7 @@ grpc::ServerUnaryReactor* DebugService::Close(grpc::CallbackServerContext* conte
     if (!principal.ok()) return principal.status();
     if (request->session_id().empty()) return absl::InvalidArgumentError("session_id: empty");
     std::lock_guard<std::mutex> lock(mu_);
+    if (shut_down_) return absl::UnavailableError("server is shutting down");
     auto it = sessions_.find(request->session_id());
     if (it == sessions_.end() || it->second->principal != *principal) {
       return absl::NotFoundError(
