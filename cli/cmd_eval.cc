@@ -22,10 +22,14 @@ constexpr char kUsage[] =
     "                      [--db results.db] [--report DIR] [--parallel P] [--models-dir models]\n"
     "                      [--commit-every N] [--report-only [--run-id ID]]\n"
     "  --suite        paper-addition, paper-addition-short, addition-ablations,\n"
-    "                 multiplication, multiplication-short (models from --models-dir)\n"
+    "                 multiplication, multiplication-short (models from --models-dir),\n"
+    "                 code-debug, code-debug-short (the oracle policies)\n"
     "  --models       checkpoint directories, or `oracle` for the expert policy\n"
-    "  --task         addition, multiplication (n x 2), multiplication-n1, multiplication-n2\n"
-    "  --modes        pointer, calculator, cot, direct, direct-reversed (every model, every mode)\n"
+    "  --task         addition, multiplication (n x 2), multiplication-n1, multiplication-n2,\n"
+    "                 code_debug (length = n, the number of functions/files)\n"
+    "  --modes        pointer, calculator, cot, direct, direct-reversed (every model, every "
+    "mode);\n"
+    "                 interactive, single-turn for code_debug\n"
     "  --episodes     episodes per model, mode, task, length and seed\n"
     "  --db           SQLite results; rerunning the same command resumes the run\n"
     "  --report       write report.md/.html, aggregate.json, episodes.jsonl and plots here\n"
@@ -36,8 +40,8 @@ absl::StatusOr<std::vector<int64_t>> IntList(const std::string& flag, const std:
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
     int64_t v;
     if (!absl::SimpleAtoi(part, &v)) {
-      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": '", std::string(part),
-                                                     "' is not an integer"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, ": '", std::string(part), "' is not an integer"));
     }
     out.push_back(v);
   }
@@ -66,8 +70,9 @@ class ProgressPrinter {
       if (p.done == todo) std::cerr << "\n";
     } else if (todo > 0 && (p.done * 10 / todo != last_decile_ || p.done == todo)) {
       last_decile_ = p.done * 10 / todo;
-      std::cerr << absl::StrFormat("eval: %d/%d episodes (%d already done), %.1f ep/s, ETA %.0fs, at %s\n",
-                                   p.done, todo, p.skipped, rate, eta, p.current);
+      std::cerr << absl::StrFormat(
+          "eval: %d/%d episodes (%d already done), %.1f ep/s, ETA %.0fs, at %s\n", p.done, todo,
+          p.skipped, rate, eta, p.current);
     }
   }
 
@@ -94,12 +99,15 @@ int RunEval(int argc, char** argv) {
                 << " (left out; train it with `tapeloop train`)\n";
     }
   }
-  std::vector<std::string> modes = StrList(args.String("modes", "pointer"));
+  if (auto t = args.Get("task")) options.tasks = StrList(*t);
+  // Default modes: pointer; both code_debug modes when code_debug is the only task.
+  bool code_debug_only = options.tasks == std::vector<std::string>{"code_debug"};
+  std::vector<std::string> modes =
+      StrList(args.String("modes", code_debug_only ? "interactive,single-turn" : "pointer"));
   if (auto models = args.Get("models")) {
     options.entries.clear();
     for (const auto& m : StrList(*models)) options.entries.push_back({m, modes});
   }
-  if (auto t = args.Get("task")) options.tasks = StrList(*t);
   if (auto l = args.Get("lengths")) {
     auto v = IntList("lengths", *l);
     if (!v.ok()) return Fail("eval", v.status(), 2);

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -15,8 +16,10 @@
 #include "common/status_macros.h"
 #include "common/version.h"
 #include "engine/models/model.h"
+#include "eval/code_debug_suite.h"
 #include "eval/report.h"
 #include "store/database.h"
+#include "tasks/code_debug/code_debug.h"
 #include "tasks/task.h"
 #include "tasks/trajectory.h"
 
@@ -80,12 +83,25 @@ absl::Status Validate(const EvalOptions& o) {
       return absl::InvalidArgumentError(absl::StrCat("eval: length ", L, " is not in 1..1000000"));
     }
   }
-  for (const auto& t : o.tasks) RETURN_IF_ERROR(tasks::FindTask(t).status());
+  // code_debug is played by CodeDebugAgents (eval/code_debug_suite.h) in its own modes; the
+  // arithmetic tasks by agents::RunEpisodes in tasks::Mode.
+  for (const auto& t : o.tasks) {
+    if (t != tasks::code_debug::kTaskName) RETURN_IF_ERROR(tasks::FindTask(t).status());
+  }
   for (const auto& e : o.entries) {
     if (e.modes.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("eval: no modes for model ", e.model));
     }
-    for (const auto& m : e.modes) RETURN_IF_ERROR(tasks::ParseMode(m).status());
+    for (const auto& t : o.tasks) {
+      for (const auto& m : e.modes) {
+        if (t == tasks::code_debug::kTaskName) {
+          RETURN_IF_ERROR(ValidateCodeDebugCell(m, o.lengths));
+        } else {
+          RETURN_IF_ERROR(tasks::ParseMode(m).status());
+        }
+      }
+      if (t == tasks::code_debug::kTaskName) RETURN_IF_ERROR(MakeCodeDebugAgent(e.model).status());
+    }
   }
   return absl::OkStatus();
 }
@@ -115,18 +131,19 @@ std::map<std::string, int64_t> TrainLengths(const nlohmann::json& config) {
 }  // namespace
 
 std::vector<std::string> SuiteNames() {
-  return {"paper-addition", "paper-addition-short", "addition-ablations", "multiplication",
-          "multiplication-short"};
+  return {"paper-addition",       "paper-addition-short", "addition-ablations", "multiplication",
+          "multiplication-short", "code-debug",           "code-debug-short"};
 }
 
 absl::StatusOr<EvalOptions> SuiteOptions(const std::string& name, const std::string& models_dir) {
   EvalOptions o;
   auto dir = [&](const std::string& m) { return (fs::path(models_dir) / m).string(); };
   if (name == "paper-addition" || name == "paper-addition-short") {
-    for (std::string m : {"mamba2-pointer", "llama-pointer", "mistral-pointer",
-                          "nemotron_h-pointer"}) {
+    for (std::string m :
+         {"mamba2-pointer", "llama-pointer", "mistral-pointer", "nemotron_h-pointer"}) {
       bool attention = m != "mamba2-pointer";
-      o.entries.push_back({dir(m), {"pointer"}, attention && name == "paper-addition-short" ? 100 : 0});
+      o.entries.push_back(
+          {dir(m), {"pointer"}, attention && name == "paper-addition-short" ? 100 : 0});
     }
     o.tasks = {"addition"};
     if (name == "paper-addition") {
@@ -156,9 +173,25 @@ absl::StatusOr<EvalOptions> SuiteOptions(const std::string& name, const std::str
     o.episodes = name == "multiplication" ? 100 : 16;
     o.seeds = name == "multiplication" ? std::vector<int64_t>{1, 2, 3} : std::vector<int64_t>{1};
     o.default_train_length = 10;
+  } else if (name == "code-debug" || name == "code-debug-short") {
+    // Pass rate by n (functions = files), interactive vs single-turn. Only the oracle policies
+    // exist for this task so far; model entries join here once trained (docs/evaluation.md).
+    o.entries = {{kOracle, {"interactive", "single-turn"}}};
+    o.tasks = {tasks::code_debug::kTaskName};
+    if (name == "code-debug") {
+      o.lengths = {4, 8, 16, 32, 64};
+      o.episodes = 100;
+      o.seeds = {1, 2, 3};
+    } else {
+      o.lengths = {4, 16, 64};
+      o.episodes = 8;
+      o.seeds = {1};
+    }
+    o.default_train_length = 16;  // the paper trains the coding task on n in 4..16
+    return o;
   } else {
-    return absl::NotFoundError(absl::StrCat("eval: unknown suite '", name, "'; suites: ",
-                                            absl::StrJoin(SuiteNames(), ", ")));
+    return absl::NotFoundError(absl::StrCat("eval: unknown suite '", name,
+                                            "'; suites: ", absl::StrJoin(SuiteNames(), ", ")));
   }
   // Checkpoints the suite names but this installation lacks are left out and reported; the
   // suite fails only when none of them is present.
@@ -171,8 +204,8 @@ absl::StatusOr<EvalOptions> SuiteOptions(const std::string& name, const std::str
     }
   }
   if (present.empty()) {
-    return absl::NotFoundError(absl::StrCat("eval: suite ", name, " found none of its checkpoints: ",
-                                            absl::StrJoin(o.missing, ", ")));
+    return absl::NotFoundError(absl::StrCat(
+        "eval: suite ", name, " found none of its checkpoints: ", absl::StrJoin(o.missing, ", ")));
   }
   o.entries = std::move(present);
   return o;
@@ -187,8 +220,10 @@ absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
     models.push_back(std::move(m));
   }
   // The configuration that identifies the run.
-  nlohmann::json config = {{"tasks", options.tasks},      {"lengths", options.lengths},
-                           {"episodes", options.episodes}, {"seeds", options.seeds},
+  nlohmann::json config = {{"tasks", options.tasks},
+                           {"lengths", options.lengths},
+                           {"episodes", options.episodes},
+                           {"seeds", options.seeds},
                            {"models", nlohmann::json::array()}};
   for (size_t i = 0; i < models.size(); ++i) {
     config["models"].push_back({{"name", models[i].name},
@@ -223,9 +258,14 @@ absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
   for (size_t mi = 0; mi < models.size(); ++mi) {
     LoadedModel& m = models[mi];
     for (const std::string& mode_name : options.entries[mi].modes) {
-      tasks::Mode mode = *tasks::ParseMode(mode_name);
       for (const std::string& task_name : options.tasks) {
-        const tasks::Task* task = *tasks::FindTask(task_name);
+        const bool code_debug = task_name == tasks::code_debug::kTaskName;
+        const tasks::Task* task = code_debug ? nullptr : *tasks::FindTask(task_name);
+        tasks::Mode mode = code_debug ? tasks::Mode::kPointer : *tasks::ParseMode(mode_name);
+        std::unique_ptr<CodeDebugAgent> debug_agent;
+        if (code_debug) {
+          ASSIGN_OR_RETURN(debug_agent, MakeCodeDebugAgent(m.name));
+        }
         for (int64_t length : options.lengths) {
           if (!in_range(mi, length)) continue;
           // The episodes of this cell still to run, in a fixed order.
@@ -244,23 +284,34 @@ absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
           p.current = absl::StrCat(m.name, "/", mode_name, "/", task_name, "@", length);
           for (size_t b = 0; b < todo.size(); b += options.commit_every) {
             size_t e = std::min(todo.size(), b + static_cast<size_t>(options.commit_every));
-            std::vector<agents::EpisodeSpec> specs;
-            for (size_t k = b; k < e; ++k) {
-              specs.push_back(agents::MakeEpisodeSpec(task, mode, length, todo[k].seed, todo[k].index));
-            }
-            std::unique_ptr<agents::Policy> policy;
-            if (m.model == nullptr) {
-              policy = std::make_unique<agents::OraclePolicy>();
-            } else {
-              policy = std::make_unique<agents::EnginePolicy>(m.model.get());
-            }
-            ASSIGN_OR_RETURN(auto records, agents::RunEpisodes(*policy, specs, loop));
             std::vector<EpisodeRow> rows;
-            for (size_t k = 0; k < records.size(); ++k) rows.push_back(ToRow(todo[b + k], records[k]));
+            if (code_debug) {
+              std::vector<EpisodeKey> keys(todo.begin() + b, todo.begin() + e);
+              int threads =
+                  std::max(1, std::min<int>(options.parallel,
+                                            static_cast<int>(std::thread::hardware_concurrency())));
+              ASSIGN_OR_RETURN(rows, RunCodeDebugEpisodes(*debug_agent, keys, threads));
+            } else {
+              std::vector<agents::EpisodeSpec> specs;
+              for (size_t k = b; k < e; ++k) {
+                specs.push_back(
+                    agents::MakeEpisodeSpec(task, mode, length, todo[k].seed, todo[k].index));
+              }
+              std::unique_ptr<agents::Policy> policy;
+              if (m.model == nullptr) {
+                policy = std::make_unique<agents::OraclePolicy>();
+              } else {
+                policy = std::make_unique<agents::EnginePolicy>(m.model.get());
+              }
+              ASSIGN_OR_RETURN(auto records, agents::RunEpisodes(*policy, specs, loop));
+              for (size_t k = 0; k < records.size(); ++k)
+                rows.push_back(ToRow(todo[b + k], records[k]));
+            }
             RETURN_IF_ERROR(results.Record(run_id, rows));
             result.ran += static_cast<int64_t>(rows.size());
             p.done += static_cast<int64_t>(rows.size());
-            p.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            p.elapsed_s =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
             if (progress) progress(p);
           }
         }
