@@ -51,6 +51,11 @@ std::map<std::string, std::map<std::string, std::vector<Aggregate>>> ByTask(
   return out;
 }
 
+// What a task's length counts.
+std::string LengthUnit(const std::string& task) {
+  return task == "code_debug" ? "n, functions = files" : "digits";
+}
+
 std::string Quote(const std::string& s) { return absl::StrCat("'", absl::StrReplaceAll(s, {{"'", "''"}}), "'"); }
 
 // A gnuplot script that draws the same figure as SVG and PNG.
@@ -68,7 +73,7 @@ std::string AccuracyScript(const std::string& task,
     absl::StrAppend(&s, "EOD\n");
   }
   std::string body = absl::StrCat(
-      "set logscale x\nset xlabel 'problem length (digits, log scale)'\n"
+      "set logscale x\nset xlabel 'problem length (", LengthUnit(task), ", log scale)'\n"
       "set ylabel 'exact match (%)'\nset yrange [-3:103]\nset grid ytics lc rgb '#dddddd'\n"
       "set key outside right top box\nset title ", Quote(absl::StrCat(task, ": accuracy vs length")),
       "\n");
@@ -120,7 +125,7 @@ std::string CostScript(const std::string& task,
   std::string body = absl::StrCat(
       "set multiplot layout 1,3 title ", Quote(absl::StrCat(task, ": cost per episode")), "\n",
       "set logscale xy\nset grid lc rgb '#dddddd'\nset key top left font ',10'\n"
-      "set xlabel 'length (digits)'\nset ylabel 'wall time (ms)'\nplot ",
+      "set xlabel 'length (", LengthUnit(task), ")'\nset ylabel 'wall time (ms)'\nplot ",
       absl::StrJoin(time_plots, ", "), "\nset ylabel 'generated tokens'\nplot ",
       absl::StrJoin(token_plots, ", "), "\nset ylabel 'peak session state (bytes)'\nplot ",
       absl::StrJoin(bytes_plots, ", "), "\nunset multiplot\n");

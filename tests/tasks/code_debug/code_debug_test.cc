@@ -125,6 +125,35 @@ TEST(CodeDebugTest, TrajectoryTokens) {
   EXPECT_FALSE(MakeCodeDebugTrajectorySource({CodeDebugMode::kSingleTurn, 9, 4, 0, 0}).ok());
 }
 
+// The Mode a code_debug Trajectory carries is the text-tool role scheme (kCalculator: [CALL]
+// ... [/CALL] commands, [OBS] ... [/OBS] observations). It must be the right label: the roles
+// recovered from the token ids alone under that mode are exactly the roles the trajectory was
+// built with, and the loss mask trains the commands and [EOS] only, in both oracle modes.
+TEST(CodeDebugTest, TrajectoryModeLabelRecoversTheRolesFromTheTokens) {
+  for (CodeDebugMode mode : {CodeDebugMode::kInteractive, CodeDebugMode::kSingleTurn}) {
+    for (int n : {3, 11, 40}) {
+      auto x = GenerateCodeDebug(n, 1000 + n);
+      ASSERT_TRUE(x.ok());
+      auto t = Oracle(*x, mode);
+      ASSERT_TRUE(t.ok());
+      Trajectory tr = t->ToTrajectory();
+      size_t prompt = 1 + x->prompt.size();  // [BOS] + the prompt bytes
+      ASSERT_EQ(tr.PromptSize(), prompt);
+      auto recovered = TrajectoryFromTokens(tr.tokens, tr.mode, prompt);
+      ASSERT_TRUE(recovered.ok()) << recovered.status();
+      EXPECT_EQ(recovered->RoleString(), tr.RoleString()) << "n=" << n;
+      auto mask = tr.LossMask();
+      for (size_t i = 0; i < mask.size(); ++i) {
+        bool trained = tr.roles[i] == Role::kCommand || tr.roles[i] == Role::kEos;
+        ASSERT_EQ(mask[i] != 0, trained) << "token " << i << " role " << RoleLetter(tr.roles[i]);
+      }
+      // Nothing of a debugging episode is an arithmetic answer or a thought.
+      EXPECT_TRUE(tr.Output().empty());
+      EXPECT_EQ(tr.RoleString().find_first_of("TA"), std::string::npos);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tapeloop::tasks::code_debug
 
