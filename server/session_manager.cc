@@ -15,6 +15,16 @@ constexpr char kContainerMagic[4] = {'T', 'L', 'S', 'V'};
 constexpr uint32_t kContainerVersion = 1;
 constexpr size_t kMaxEvictionRecords = 4096;
 constexpr int kMaxTopLogits = 64;
+// How long a call waits for a busy session before FAILED_PRECONDITION: long enough to cover a
+// client that cancels a Generate and calls again at once (the server learns of the cancel a
+// little after the client), short enough that a real conflict is reported promptly.
+constexpr auto kBusyGrace = std::chrono::milliseconds(1000);
+
+absl::Status Busy(const std::string& quoted_id, bool generating) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "session ", quoted_id,
+      " busy: ", generating ? "a Generate is running on it" : "another call is using it"));
+}
 
 // Ids come from clients: quote at most this much of one in a message.
 std::string Quote(const std::string& id) {
@@ -146,8 +156,9 @@ struct SessionManager::Job {
   std::optional<uint64_t> seed;
   int64_t max_tokens = 0;
   int64_t generated = 0;
-  bool claimed = false;  // holds entry->busy (guarded by mu_)
-  bool done = false;     // scheduler thread only
+  bool claimed = false;             // holds entry->busy (guarded by mu_)
+  Clock::time_point busy_deadline;  // an unclaimed job fails with "busy" after this
+  bool done = false;                // scheduler thread only
 };
 
 absl::StatusOr<std::unique_ptr<SessionManager>> SessionManager::Create(const ServiceContext* ctx) {
@@ -233,13 +244,11 @@ absl::StatusOr<std::shared_ptr<SessionManager::Entry>> SessionManager::Find(
 absl::StatusOr<std::shared_ptr<SessionManager::Entry>> SessionManager::Acquire(
     const std::string& principal, const std::string& id) {
   ASSIGN_OR_RETURN(auto entry, Find(principal, id));
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
+  entry_cv_.wait_for(lock, kBusyGrace, [&] { return !entry->busy || entry->closed || shutdown_; });
+  RETURN_IF_ERROR(CheckOpen());
   if (entry->closed) return SessionNotFound(id);
-  if (entry->busy) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "session ", Quote(id),
-        " busy: ", entry->generating ? "a Generate is running on it" : "another call is using it"));
-  }
+  if (entry->busy) return Busy(Quote(id), entry->generating);
   entry->busy = true;
   return entry;
 }
@@ -247,9 +256,14 @@ absl::StatusOr<std::shared_ptr<SessionManager::Entry>> SessionManager::Acquire(
 void SessionManager::Release(Entry* entry) {
   entry->position = entry->session->position();
   entry->state_bytes = entry->session->SizeBytes();
-  std::lock_guard<std::mutex> lock(mu_);
-  entry->busy = false;
-  entry->last_used = Clock::now();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    entry->busy = false;
+    entry->last_used = Clock::now();
+    if (!queued_.empty()) wake_ = true;  // a Generate may wait for this session
+  }
+  entry_cv_.notify_all();
+  scheduler_cv_.notify_one();
 }
 
 absl::StatusOr<std::shared_ptr<SessionManager::Entry>> SessionManager::NewEntry(
@@ -410,17 +424,7 @@ absl::Status SessionManager::Generate(const std::string& principal, const std::s
     std::lock_guard<std::mutex> lock(mu_);
     RETURN_IF_ERROR(CheckOpen());
     if (entry->closed) return SessionNotFound(id);
-    if (entry->busy) {
-      // A Generate whose client has gone is dropped at the next step: wait behind it, so that
-      // a client can cancel and call again at once.
-      const bool leaving = entry->job != nullptr && entry->job->sink->Cancelled();
-      if (!leaving) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("session ", Quote(id), " busy: ",
-                         entry->generating ? "a Generate is already running on it"
-                                           : "another call is using it"));
-      }
-    } else if (entry->logits.empty()) {
+    if (!entry->busy && entry->logits.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "session ", Quote(id), " has no token yet: Append at least one before Generate"));
     }
@@ -437,6 +441,8 @@ absl::Status SessionManager::Generate(const std::string& principal, const std::s
       entry->generating = true;
       entry->job = job;
       job->claimed = true;
+    } else {
+      job->busy_deadline = Clock::now() + kBusyGrace;  // the scheduler claims it or fails it
     }
     queued_.push_back(job);
     ++stats_.active_streams;
@@ -669,6 +675,7 @@ void SessionManager::FinishJob(Job& job, const absl::Status& status, FinishReaso
     }
     --stats_.active_streams;
   }
+  entry_cv_.notify_all();
   job.sink->OnFinish(status, reason, e.session->position());
 }
 
@@ -679,13 +686,13 @@ void SessionManager::Step(std::vector<std::shared_ptr<Job>>& active) {
     for (auto it = queued_.begin(); it != queued_.end();) {
       Job& job = **it;
       Entry& e = *job.entry;
-      if (!job.claimed && !e.busy) {
+      if (!job.claimed && !e.busy && !e.closed) {
         e.busy = true;
         e.generating = true;
         e.job = *it;
         job.claimed = true;
       }
-      if (job.claimed || e.closed || job.sink->Cancelled()) {
+      if (job.claimed || e.closed || job.sink->Cancelled() || Clock::now() >= job.busy_deadline) {
         active.push_back(*it);
         it = queued_.erase(it);
       } else {
@@ -707,7 +714,8 @@ void SessionManager::Step(std::vector<std::shared_ptr<Job>>& active) {
     } else if (closed) {
       FinishJob(*job, absl::OkStatus(), FinishReason::kCancelled);
     } else if (!job->claimed) {
-      continue;  // cannot happen: unclaimed jobs are only admitted to be dropped
+      FinishJob(*job, Busy(Quote(job->entry->id), job->entry->generating),
+                FinishReason::kCancelled);
     } else if (job->entry->logits.empty()) {
       FinishJob(*job,
                 absl::FailedPreconditionError("session has no token yet: Append at least one"),
@@ -765,7 +773,19 @@ void SessionManager::SchedulerLoop() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      scheduler_cv_.wait(lock, [&] { return shutdown_ || wake_ || runnable; });
+      auto ready = [&] { return shutdown_ || wake_ || runnable; };
+      // Jobs waiting for a busy session fail at their deadline unless woken before.
+      std::optional<Clock::time_point> deadline;
+      for (const auto& job : queued_) {
+        if (!job->claimed && (!deadline || job->busy_deadline < *deadline)) {
+          deadline = job->busy_deadline;
+        }
+      }
+      if (deadline) {
+        scheduler_cv_.wait_until(lock, *deadline, ready);
+      } else {
+        scheduler_cv_.wait(lock, ready);
+      }
       wake_ = false;
       if (shutdown_) {
         for (auto& job : queued_) active.push_back(job);
@@ -776,11 +796,13 @@ void SessionManager::SchedulerLoop() {
     Step(active);
     runnable = false;
     for (auto& job : active) {
-      if (job->claimed && (!job->sink->Full() || job->sink->Cancelled())) runnable = true;
+      if (!job->sink->Full() || job->sink->Cancelled()) runnable = true;
     }
-    // Unclaimed jobs wait for their session to be released, which happens in this thread.
+    // A queued job whose session this step released is admitted at the next step.
     std::lock_guard<std::mutex> lock(mu_);
-    if (!queued_.empty()) runnable = true;
+    for (const auto& job : queued_) {
+      if (!job->entry->busy || job->entry->closed || job->sink->Cancelled()) runnable = true;
+    }
   }
   for (auto& job : active) {
     FinishJob(*job, absl::UnavailableError("server is shutting down"), FinishReason::kCancelled);

@@ -6,8 +6,9 @@
 // default sampling, an idle timeout and the logits f32 [V] after its last token. For any other
 // principal a session or snapshot does not exist: NOT_FOUND with the same message as an unknown
 // id. One operation at a time per session: a call that needs the state while another one is
-// working on it (an Append, a Generate, a Fork, a Snapshot) gets FAILED_PRECONDITION ("session
-// busy"); GetSession without the state always answers.
+// working on it (an Append, a Generate, a Fork, a Snapshot) waits up to 1 s for it, then gets
+// FAILED_PRECONDITION ("session busy"); the wait covers a client that cancels a Generate and
+// calls again at once. GetSession without the state always answers.
 //
 // Continuous batching. Generate() validates and queues a GenerateJob; one scheduler thread runs
 // steps: each step admits the queued jobs, drops the finished / cancelled ones, and for each
@@ -158,8 +159,9 @@ class SessionManager {
   // FAILED_PRECONDITION when the model has no tokenizer.
   absl::StatusOr<AppendResult> AppendText(const std::string& principal, const std::string& id,
                                           const std::string& text, int top_k_logits);
-  // Validates and queues a generation; on OK the sink receives its output. On error the sink is
-  // never called.
+  // Validates and queues a generation; on OK the sink receives its output (including a "session
+  // busy" FAILED_PRECONDITION when the session stays busy for the grace period). On error the
+  // sink is never called.
   absl::Status Generate(const std::string& principal, const std::string& id,
                         const GenerateParams& params, std::shared_ptr<GenerateSink> sink);
   absl::StatusOr<SessionInfo> Fork(const std::string& principal, const std::string& id);
@@ -225,6 +227,7 @@ class SessionManager {
   bool wake_ = false;
   bool shutdown_ = false;
   std::condition_variable scheduler_cv_;
+  std::condition_variable entry_cv_;  // a session became free
   std::condition_variable reaper_cv_;
   SchedulerStats stats_;
 
