@@ -205,7 +205,8 @@ def play_env(client, a):
             if r.observation.is_error or r.observation.text == "[END]":
                 break
             prompt += r.observation.text
-            step("pointer_memory", {"op": "right", "pointer": 1})
+            if not (r.terminated or r.truncated):
+                step("pointer_memory", {"op": "right", "pointer": 1})
     over = last is not None and (last.terminated or last.truncated)
     if not over:  # (reading the tape may have used up max_steps)
         op = "*" if "*" in prompt else "+"
