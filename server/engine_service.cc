@@ -110,6 +110,7 @@ class GenerateStream final : public GenerateSink {
     if (!ok) cancelled_ = true;
     const bool was_full = pending_.size() >= kMaxBufferedTokens;
     Pump(lock);
+    if (lock.owns_lock()) lock.unlock();
     if (was_full || !ok) manager_->Wake();
   }
   void Cancel() {

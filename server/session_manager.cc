@@ -181,6 +181,7 @@ void SessionManager::Shutdown() {
   }
   scheduler_cv_.notify_all();
   reaper_cv_.notify_all();
+  entry_cv_.notify_all();
   if (scheduler_.joinable()) scheduler_.join();
   if (reaper_.joinable()) reaper_.join();
 }
@@ -360,21 +361,24 @@ absl::StatusOr<AppendResult> SessionManager::Append(const std::string& principal
   }
   ASSIGN_OR_RETURN(auto entry, Acquire(principal, id));
   auto logits = entry->session->Append(tokens);
-  if (logits.ok()) entry->logits = *std::move(logits);
-  Release(entry.get());
-  RETURN_IF_ERROR(logits.status());
+  if (!logits.ok()) {
+    Release(entry.get());
+    return logits.status();
+  }
+  entry->logits = *std::move(logits);
   AppendResult result;
-  result.position = entry->position;
+  result.position = entry->session->position();
   result.appended = static_cast<int64_t>(tokens.size());
   if (top_k_logits > 0) {
-    std::vector<int32_t> ids(entry->logits.size());
+    const auto& l = entry->logits;
+    std::vector<int32_t> ids(l.size());
     for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
     const int k = std::min<int>(top_k_logits, static_cast<int>(ids.size()));
-    const auto& l = entry->logits;
     std::partial_sort(ids.begin(), ids.begin() + k, ids.end(),
                       [&](int32_t a, int32_t b) { return l[a] != l[b] ? l[a] > l[b] : a < b; });
     for (int i = 0; i < k; ++i) result.top.emplace_back(ids[i], l[ids[i]]);
   }
+  Release(entry.get());
   return result;
 }
 
@@ -579,6 +583,7 @@ absl::Status SessionManager::CloseSession(const std::string& principal, const st
     sessions_.erase(it);
     wake_ = true;
   }
+  entry_cv_.notify_all();
   scheduler_cv_.notify_one();
   return absl::OkStatus();
 }
@@ -645,6 +650,7 @@ int SessionManager::EvictIdle(Clock::time_point now) {
     if (evicted_.size() > kMaxEvictionRecords) evicted_.pop_front();
     ++stats_.evicted_sessions;
   }
+  if (!victims.empty()) entry_cv_.notify_all();
   return static_cast<int>(victims.size());
 }
 
@@ -662,8 +668,11 @@ void SessionManager::ReaperLoop() {
 void SessionManager::FinishJob(Job& job, const absl::Status& status, FinishReason reason) {
   job.done = true;
   Entry& e = *job.entry;
-  e.position = e.session->position();
-  e.state_bytes = e.session->SizeBytes();
+  if (job.claimed) {  // this thread holds the session until `busy` is cleared below
+    e.position = e.session->position();
+    e.state_bytes = e.session->SizeBytes();
+  }
+  const int64_t position = e.position;
   {
     std::lock_guard<std::mutex> lock(mu_);
     tokens_in_flight_[e.principal] -= job.max_tokens;
@@ -676,7 +685,7 @@ void SessionManager::FinishJob(Job& job, const absl::Status& status, FinishReaso
     --stats_.active_streams;
   }
   entry_cv_.notify_all();
-  job.sink->OnFinish(status, reason, e.session->position());
+  job.sink->OnFinish(status, reason, position);
 }
 
 void SessionManager::Step(std::vector<std::shared_ptr<Job>>& active) {
