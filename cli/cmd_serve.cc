@@ -21,13 +21,18 @@ int RunServe(int argc, char** argv) {
   if (args.Bool("help")) {
     std::cout << "usage: tapeloop serve [--listen 127.0.0.1:7070] [--db tapeloop.db]\n"
                  "                      [--api-keys-file F | --api-key KEY=PRINCIPAL,...]\n"
-                 "                      [--tls-cert PEM --tls-key PEM]\n"
+                 "                      [--tls-cert PEM --tls-key PEM] [--models-dir DIR]\n"
+                 "                      [--max-sessions N] [--idle-timeout SECONDS]\n"
                  "  --listen         HOST:PORT to serve gRPC on (port 0 picks a free port);\n"
                  "                   without API keys only loopback addresses are allowed\n"
                  "  --db             SQLite database file (created if absent)\n"
                  "  --api-keys-file  lines of `KEY PRINCIPAL`; callers send\n"
                  "                   `authorization: Bearer KEY`\n"
-                 "  --tls-cert/key   serve TLS from these PEM files\n";
+                 "  --tls-cert/key   serve TLS from these PEM files\n"
+                 "  --models-dir     directory of models to serve, one subdirectory each\n"
+                 "                   (default: models)\n"
+                 "  --max-sessions   open engine sessions per principal (default 1024)\n"
+                 "  --idle-timeout   default idle timeout of sessions, in seconds (600)\n";
     return 0;
   }
   server::ServerOptions options;
@@ -35,6 +40,20 @@ int RunServe(int argc, char** argv) {
   options.db_path = args.String("db", options.db_path);
   options.tls_cert_path = args.String("tls-cert", "");
   options.tls_key_path = args.String("tls-key", "");
+  options.models_dir = args.String("models-dir", options.models_dir);
+  auto max_sessions = args.Int("max-sessions", options.limits.max_sessions_per_principal);
+  if (!max_sessions.ok()) return Fail("serve", max_sessions.status(), 2);
+  if (*max_sessions < 1 || *max_sessions > 1000000) {
+    return Fail("serve", absl::InvalidArgumentError("--max-sessions must be in 1..1000000"), 2);
+  }
+  options.limits.max_sessions_per_principal = static_cast<int>(*max_sessions);
+  auto idle = args.Int("idle-timeout", options.limits.default_idle_timeout.count());
+  if (!idle.ok()) return Fail("serve", idle.status(), 2);
+  if (*idle < 1 || *idle > options.limits.max_idle_timeout.count()) {
+    return Fail("serve", absl::InvalidArgumentError("--idle-timeout must be in 1..86400 seconds"),
+                2);
+  }
+  options.limits.default_idle_timeout = std::chrono::seconds(*idle);
   if (auto file = args.Get("api-keys-file")) {
     auto keys = server::ApiKeys::FromFile(*file);
     if (!keys.ok()) return Fail("serve", keys.status(), 2);
@@ -65,7 +84,8 @@ int RunServe(int argc, char** argv) {
   auto server = server::Server::Start(options);
   if (!server.ok()) return Fail("serve", server.status(), 2);
   std::cout << "tapeloop serve: listening on " << options.listen.substr(0, options.listen.rfind(':'))
-            << ":" << (*server)->port() << " (db " << options.db_path << ")" << std::endl;
+            << ":" << (*server)->port() << " (db " << options.db_path << ", models "
+            << options.models_dir << ")" << std::endl;
 
   std::thread waiter([&] {
     unsigned char sig = 0;

@@ -10,6 +10,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/agent_service.h"
+#include "server/debug_service.h"
+#include "server/engine_service.h"
+#include "server/environment_service.h"
 #include "server/server_info_service.h"
 
 namespace tapeloop::server {
@@ -91,7 +95,22 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(options.listen, credentials, &server->port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.limits.max_message_bytes));
-  server->services_.push_back(std::make_unique<ServerInfoService>(schema, &server->keys_, &server->calls_));
+  server->services_.push_back(
+      std::make_unique<ServerInfoService>(schema, &server->keys_, &server->calls_));
+  {
+    auto engine = std::make_unique<EngineService>(&server->context_);
+    server->shutdowns_.push_back([s = engine.get()] { s->Shutdown(); });
+    server->services_.push_back(std::move(engine));
+    auto agent = std::make_unique<AgentService>(&server->context_);
+    server->shutdowns_.push_back([s = agent.get()] { s->Shutdown(); });
+    server->services_.push_back(std::move(agent));
+    auto environment = std::make_unique<EnvironmentService>(&server->context_);
+    server->shutdowns_.push_back([s = environment.get()] { s->Shutdown(); });
+    server->services_.push_back(std::move(environment));
+    auto debug = std::make_unique<DebugService>(&server->context_);
+    server->shutdowns_.push_back([s = debug.get()] { s->Shutdown(); });
+    server->services_.push_back(std::move(debug));
+  }
   for (auto& service : server->services_) builder.RegisterService(service.get());
   server->grpc_server_ = builder.BuildAndStart();
   if (server->grpc_server_ == nullptr || server->port_ == 0) {
@@ -101,7 +120,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   }
   auto* health = server->grpc_server_->GetHealthCheckService();
   health->SetServingStatus(true);
-  for (const char* name : {tapeloop::v1::Server::service_full_name()}) {
+  for (const char* name :
+       {tapeloop::v1::Server::service_full_name(), tapeloop::v1::Engine::service_full_name(),
+        tapeloop::v1::Agent::service_full_name(), tapeloop::v1::Environment::service_full_name(),
+        tapeloop::v1::Debug::service_full_name()}) {
     health->SetServingStatus(name, true);
   }
   return server;
@@ -120,7 +142,12 @@ void Server::Shutdown(std::chrono::milliseconds grace) {
   if (grpc_server_ != nullptr) {
     grpc_server_->GetHealthCheckService()->SetServingStatus(false);
     calls_.Drain(std::chrono::steady_clock::now() + grace);
+    // Calls still running after the grace period (long streams) are cancelled by their
+    // services, which also stop their worker threads.
+    for (auto& shutdown : shutdowns_) shutdown();
     grpc_server_->Shutdown(std::chrono::system_clock::now());
+  } else {
+    for (auto& shutdown : shutdowns_) shutdown();
   }
   db_.reset();
 }

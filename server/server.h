@@ -9,6 +9,7 @@
 #define TAPELOOP_SERVER_SERVER_H_
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -75,6 +76,7 @@ class Server {
   ServiceContext context_;
   std::unique_ptr<store::Database> db_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
+  std::vector<std::function<void()>> shutdowns_;  // each service's Shutdown()
   std::unique_ptr<grpc::Server> grpc_server_;
   int port_ = 0;
   std::mutex mu_;
