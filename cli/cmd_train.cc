@@ -2,7 +2,8 @@
 //                --out DIR [--config FILE] [model / optimizer / data / evaluation flags]
 // Trains a model from scratch on a task's expert trajectories (engine/train/trainer.h) and
 // writes DIR/config.json + model.safetensors (HF format), DIR/trainer_state.safetensors,
-// DIR/tokenizer.json and DIR/train_log.jsonl. With --agent-eval-lengths it then runs greedy
+// DIR/tokenizer.json, DIR/training.json ({"max_len", task, mode, arch, steps, ...}) and
+// DIR/train_log.jsonl. With --agent-eval-lengths it then runs greedy
 // agent-loop episodes (the model drives the pointer-memory tool; observations are fed back)
 // and reports exact match per length; --eval-only does only that, on the model in DIR.
 #include <cblas.h>
@@ -11,17 +12,17 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
-#include <cstdlib>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <sstream>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -30,6 +31,7 @@
 #include "absl/strings/str_split.h"
 #include "cli/args.h"
 #include "cli/command.h"
+#include "common/json.h"
 #include "common/status_macros.h"
 #include "common/tokenizer.h"
 #include "engine/checkpoint/safetensors.h"
@@ -186,6 +188,71 @@ absl::StatusOr<AgentResult> AgentEval(const et::Mamba2Lm& model, const std::vect
   return res;
 }
 
+// Teacher-forced error breakdown over `examples`: for every masked target the model gets wrong
+// (argmax != target), counts by context "previous token -> target" (digits written as d) and by
+// position bucket; prints the most frequent. For finding WHICH tokens a model gets wrong.
+void Diagnose(const et::RowModel& model, const std::vector<float>& params,
+              const std::vector<et::TrainExample>& examples) {
+  const Tokenizer tok;
+  auto name = [&](int32_t id) {
+    return tokens::IsDigit(id) ? std::string("d") : tok.TokenText(id);
+  };
+  std::map<std::string, std::pair<int64_t, int64_t>> by_ctx;  // key -> (errors, total)
+  std::map<std::string, int64_t> confusions;
+  std::map<int64_t, std::pair<int64_t, int64_t>> by_pos;  // bucket of 25 -> (errors, total)
+  int64_t exact = 0, errors = 0, targets = 0;
+  et::Mamba2Workspace ws;
+  std::vector<float> mask;
+  std::vector<int32_t> argmax;
+  for (const et::TrainExample& e : examples) {
+    mask.assign(e.loss_mask.begin() + 1, e.loss_mask.end());
+    et::RowResult r = model.RowForwardBackward(params.data(), e.tokens, mask, 1.0, nullptr, nullptr,
+                                               nullptr, &ws, &argmax);
+    exact += r.correct == r.counted;
+    for (size_t i = 1; i < e.tokens.size(); ++i) {
+      if (!e.loss_mask[i]) continue;
+      const bool wrong = argmax[i - 1] != e.tokens[i];
+      // Context: the two tokens before the target (the observation and the command before it).
+      const std::string key = absl::StrCat(i >= 2 ? name(e.tokens[i - 2]) : "", " ",
+                                           name(e.tokens[i - 1]), " -> ", name(e.tokens[i]));
+      auto& c = by_ctx[key];
+      c.first += wrong;
+      ++c.second;
+      auto& b = by_pos[static_cast<int64_t>(i) / 25];
+      b.first += wrong;
+      ++b.second;
+      ++targets;
+      if (wrong) {
+        ++errors;
+        ++confusions[absl::StrCat(key, " (predicted ", tok.TokenText(argmax[i - 1]), ")")];
+      }
+    }
+  }
+  std::fprintf(stderr, "diagnose: %zu examples, exact %lld, %lld/%lld targets wrong\n",
+               examples.size(), static_cast<long long>(exact), static_cast<long long>(errors),
+               static_cast<long long>(targets));
+  std::vector<std::pair<int64_t, std::string>> rows;
+  for (const auto& [k, v] : by_ctx)
+    if (v.first > 0)
+      rows.push_back({v.first, absl::StrFormat("%-40s %6lld / %6lld wrong", k, v.first, v.second)});
+  std::sort(rows.rbegin(), rows.rend());
+  std::fprintf(stderr, "errors by context (prev2 prev1 -> target; d = a digit):\n");
+  for (size_t i = 0; i < rows.size() && i < 25; ++i)
+    std::fprintf(stderr, "  %s\n", rows[i].second.c_str());
+  rows.clear();
+  for (const auto& [k, v] : confusions) rows.push_back({v, k});
+  std::sort(rows.rbegin(), rows.rend());
+  std::fprintf(stderr, "most frequent confusions:\n");
+  for (size_t i = 0; i < rows.size() && i < 15; ++i)
+    std::fprintf(stderr, "  %6lld  %s\n", static_cast<long long>(rows[i].first),
+                 rows[i].second.c_str());
+  std::fprintf(stderr, "errors by target position:\n");
+  for (const auto& [b, v] : by_pos)
+    std::fprintf(stderr, "  %4lld-%4lld  %6lld / %6lld wrong\n", static_cast<long long>(b * 25),
+                 static_cast<long long>(b * 25 + 24), static_cast<long long>(v.first),
+                 static_cast<long long>(v.second));
+}
+
 // OpenBLAS 0.3.21 does not recognize some recent Xeons (e.g. family 6 model 207 under KVM) and
 // falls back to its Prescott (SSE3) kernels, ~4x slower here. Its core type can only be chosen
 // before the library initializes, so when that happened on a CPU with AVX-512 / AVX2 we re-run
@@ -200,7 +267,8 @@ void UseFastBlasKernels(char** argv) {
                                                        : nullptr;
   if (want == nullptr) return;
   setenv("OPENBLAS_CORETYPE", want, 1);
-  std::fprintf(stderr, "tapeloop train: OpenBLAS chose %s kernels; re-running with OPENBLAS_CORETYPE=%s\n",
+  std::fprintf(stderr,
+               "tapeloop train: OpenBLAS chose %s kernels; re-running with OPENBLAS_CORETYPE=%s\n",
                core.c_str(), want);
   execv("/proc/self/exe", argv - 1);  // argv[-1] is the binary (main passes argv + 1)
 }
@@ -210,7 +278,8 @@ int RunTrain(int argc, char** argv) {
   Args args(argc, argv, {"help", "eval-only", "resume"});
   if (args.Bool("help")) {
     std::cout
-        << "usage: tapeloop train --arch mamba2|llama|mistral --task addition --mode pointer --max-len 5\n"
+        << "usage: tapeloop train --arch mamba2|llama|mistral --task addition --mode pointer "
+           "--max-len 5\n"
            "                      --steps N --seed S --out DIR [--config FILE]\n"
            "  model:      --d-model 128 --layers 4 --state 16 --head-dim 16 --expand 2 --chunk 64\n"
            "              llama/mistral: --heads 4 --kv-heads 2 --attn-head-dim 32 --ffn 3*D\n"
@@ -224,6 +293,8 @@ int RunTrain(int argc, char** argv) {
            "              --eval-length MAX_LEN --checkpoint-every 0 --resume\n"
            "  agent eval: --agent-eval-lengths 5,20 --agent-episodes 64 --agent-seed 1\n"
            "              --eval-only (no training: evaluate the model in --out)\n"
+           "  --diagnose N: teacher-forced error breakdown on N held-out examples (by context\n"
+           "              and position)\n"
            "  --config FILE: a JSON object with any of these keys (flags override it)\n";
     return 0;
   }
@@ -233,7 +304,9 @@ int RunTrain(int argc, char** argv) {
     if (!text.ok()) return Fail("train", text.status(), 2);
     config = nlohmann::json::parse(*text, nullptr, false);
     if (config.is_discarded() || !config.is_object())
-      return Fail("train", absl::InvalidArgumentError(absl::StrCat("--config ", *file, ": not a JSON object")), 2);
+      return Fail(
+          "train",
+          absl::InvalidArgumentError(absl::StrCat("--config ", *file, ": not a JSON object")), 2);
   }
   Flags f(&args, config);
   const bool eval_only = args.Bool("eval-only") || f.Str("eval-only", "") == "true";
@@ -247,14 +320,17 @@ int RunTrain(int argc, char** argv) {
   const std::string agent_lengths = f.Str("agent-eval-lengths", "");
   std::map<std::string, double> n;
   for (auto [k, def] : std::vector<std::pair<std::string, double>>{
-           {"max-len", 5}, {"steps", 400}, {"seed", 0}, {"d-model", 128}, {"layers", 4},
-           {"state", 16}, {"head-dim", 16}, {"expand", 2}, {"chunk", 64}, {"batch", 128},
-           {"lr", 2e-3}, {"warmup", 100}, {"clip", 1.0}, {"weight-decay", 0.01},
-           {"max-tokens", 0}, {"noise-std", 0.1}, {"tbptt-concat", 1}, {"tbptt-window", 0},
-           {"threads", 2}, {"log-every", 10}, {"eval-every", 100}, {"eval-count", 128},
-           {"eval-length", -1}, {"checkpoint-every", 0}, {"agent-episodes", 64},
-           {"agent-seed", 1}, {"heads", 4}, {"kv-heads", 2}, {"attn-head-dim", 32},
-           {"ffn", 0}, {"window", 64}, {"rope-theta", 10000}}) {
+           {"max-len", 5},         {"steps", 400},         {"seed", 0},
+           {"d-model", 128},       {"layers", 4},          {"state", 16},
+           {"head-dim", 16},       {"expand", 2},          {"chunk", 64},
+           {"batch", 128},         {"lr", 2e-3},           {"warmup", 100},
+           {"clip", 1.0},          {"weight-decay", 0.01}, {"max-tokens", 0},
+           {"noise-std", 0.1},     {"tbptt-concat", 1},    {"tbptt-window", 0},
+           {"threads", 2},         {"log-every", 10},      {"eval-every", 100},
+           {"eval-count", 128},    {"eval-length", -1},    {"checkpoint-every", 0},
+           {"agent-episodes", 64}, {"agent-seed", 1},      {"heads", 4},
+           {"kv-heads", 2},        {"attn-head-dim", 32},  {"ffn", 0},
+           {"window", 64},         {"rope-theta", 10000},  {"diagnose", 0}}) {
     auto v = f.Num(k, def);
     if (!v.ok()) return Fail("train", v.status(), 2);
     n[k] = *v;
@@ -263,9 +339,12 @@ int RunTrain(int argc, char** argv) {
   if (auto st = args.Finish(); !st.ok()) return Fail("train", st, 2);
   if (out.empty()) return Fail("train", absl::InvalidArgumentError("--out DIR is required"), 2);
   if (arch != "mamba2" && arch != "llama" && arch != "mistral")
-    return Fail("train", absl::UnimplementedError(absl::StrCat(
-                             "--arch ", arch, ": this trainer has backward passes for mamba2, "
-                             "llama and mistral only (nemotron_h is not implemented yet)")), 2);
+    return Fail("train",
+                absl::UnimplementedError(
+                    absl::StrCat("--arch ", arch,
+                                 ": this trainer has backward passes for mamba2, "
+                                 "llama and mistral only (nemotron_h is not implemented yet)")),
+                2);
   auto mode = tasks::ParseMode(mode_name);
   if (!mode.ok()) return Fail("train", mode.status(), 2);
   auto task = tasks::FindTask(task_name);
@@ -281,7 +360,10 @@ int RunTrain(int argc, char** argv) {
   mc.chunk = static_cast<int>(n["chunk"]);
   if (mc.d_model < 1 || mc.layers < 1 || mc.state < 1 || mc.head_dim < 1 || mc.expand < 1 ||
       mc.chunk < 1 || mc.inner() % mc.head_dim != 0)
-    return Fail("train", absl::InvalidArgumentError("model sizes must be positive and d-model * expand divisible by head-dim"), 2);
+    return Fail("train",
+                absl::InvalidArgumentError(
+                    "model sizes must be positive and d-model * expand divisible by head-dim"),
+                2);
   et::TrainOptions o;
   o.steps = static_cast<int64_t>(n["steps"]);
   o.batch = static_cast<int>(n["batch"]);
@@ -302,7 +384,10 @@ int RunTrain(int argc, char** argv) {
   } else if (init_state == "noise") {
     o.init_state = et::InitState::kNoise;
   } else {
-    return Fail("train", absl::InvalidArgumentError(absl::StrCat("--init-state ", init_state, ": expected zero, pass-final or noise")), 2);
+    return Fail("train",
+                absl::InvalidArgumentError(absl::StrCat("--init-state ", init_state,
+                                                        ": expected zero, pass-final or noise")),
+                2);
   }
   if (o.batch < 1 || o.steps < 0)
     return Fail("train", absl::InvalidArgumentError("--batch must be >= 1 and --steps >= 0"), 2);
@@ -342,16 +427,25 @@ int RunTrain(int argc, char** argv) {
     tc.sliding_window = arch == "mistral" ? static_cast<int64_t>(n["window"]) : 0;
     if (tc.heads < 1 || tc.kv_heads < 1 || tc.heads % tc.kv_heads != 0 || tc.head_dim < 2 ||
         tc.head_dim % 2 != 0 || (arch == "mistral" && tc.sliding_window < 1))
-      return Fail("train", absl::InvalidArgumentError("--heads must be a multiple of --kv-heads, --attn-head-dim even, --window >= 1"), 2);
+      return Fail(
+          "train",
+          absl::InvalidArgumentError(
+              "--heads must be a multiple of --kv-heads, --attn-head-dim even, --window >= 1"),
+          2);
     row_model = std::make_unique<et::TransformerLm>(tc);
   }
   et::Trainer trainer(std::move(row_model), o, &data);
-  std::fprintf(stderr, "tapeloop train: %s/%s, %lld parameters (%s), batch %d, lr %g, %lld steps, %d threads\n",
-               task_name.c_str(), mode_name.c_str(),
-               static_cast<long long>(trainer.model().table().total()),
-               trainer.model().Describe().c_str(), o.batch, o.lr, static_cast<long long>(o.steps),
-               o.threads);
-  if (resume || eval_only) {
+  std::fprintf(
+      stderr,
+      "tapeloop train: %s/%s, %lld parameters (%s), batch %d, lr %g, %lld steps, %d threads\n",
+      task_name.c_str(), mode_name.c_str(), static_cast<long long>(trainer.model().table().total()),
+      trainer.model().Describe().c_str(), o.batch, o.lr, static_cast<long long>(o.steps),
+      o.threads);
+  if (eval_only && !std::filesystem::exists(out + "/trainer_state.safetensors")) {
+    // A bundled model ships without its optimizer state: evaluate its parameters.
+    if (auto st = trainer.LoadParams(out); !st.ok()) return Fail("train", st, 1);
+    std::fprintf(stderr, "loaded parameters from %s\n", out.c_str());
+  } else if (resume || eval_only) {
     if (auto st = trainer.LoadCheckpoint(out); !st.ok()) return Fail("train", st, 1);
     std::fprintf(stderr, "resumed from %s at step %lld\n", out.c_str(),
                  static_cast<long long>(trainer.step()));
@@ -373,9 +467,12 @@ int RunTrain(int argc, char** argv) {
                         {"eval_loss", ev.loss},
                         {"elapsed_s", elapsed()}};
     log << j.dump() << "\n" << std::flush;
-    std::fprintf(stderr, "eval step %lld: held-out %d-digit exact %.4f (%lld/%lld, teacher-forced), token acc %.5f\n",
+    std::fprintf(stderr,
+                 "eval step %lld: held-out %d-digit exact %.4f (%lld/%lld, teacher-forced), token "
+                 "acc %.5f\n",
                  static_cast<long long>(step), ec.max_length, ev.exact_rate(),
-                 static_cast<long long>(ev.exact), static_cast<long long>(ev.examples), ev.token_acc);
+                 static_cast<long long>(ev.exact), static_cast<long long>(ev.examples),
+                 ev.token_acc);
     return ev;
   };
   if (!eval_only) {
@@ -388,16 +485,18 @@ int RunTrain(int argc, char** argv) {
       const double dt = elapsed() - a;
       train_time += dt;
       tokens += st.tokens;
-      nlohmann::json j = {{"step", st.step},       {"loss", st.loss},
-                          {"lr", st.lr},           {"grad_norm", st.grad_norm},
-                          {"tokens", st.tokens},   {"token_acc", st.token_acc},
-                          {"step_s", dt},          {"elapsed_s", elapsed()}};
+      nlohmann::json j = {{"step", st.step},     {"loss", st.loss},
+                          {"lr", st.lr},         {"grad_norm", st.grad_norm},
+                          {"tokens", st.tokens}, {"token_acc", st.token_acc},
+                          {"step_s", dt},        {"elapsed_s", elapsed()}};
       log << j.dump() << "\n";
       const int64_t every = std::max<int64_t>(1, static_cast<int64_t>(n["log-every"]));
       if (st.step % every == 0 || st.step == o.steps || st.step == start + 1) {
         const double tps = tokens / std::max(train_time, 1e-9);
         const double eta = train_time / (st.step - start) * (o.steps - st.step);
-        std::fprintf(stderr, "step %lld/%lld loss %.5f tok_acc %.4f lr %.2e gnorm %.3f tok/s %.0f elapsed %.0fs eta %.0fs\n",
+        std::fprintf(stderr,
+                     "step %lld/%lld loss %.5f tok_acc %.4f lr %.2e gnorm %.3f tok/s %.0f elapsed "
+                     "%.0fs eta %.0fs\n",
                      static_cast<long long>(st.step), static_cast<long long>(o.steps), st.loss,
                      st.token_acc, st.lr, st.grad_norm, tps, elapsed(), eta);
       }
@@ -410,32 +509,67 @@ int RunTrain(int argc, char** argv) {
     }
     if (auto cs = trainer.SaveCheckpoint(out); !cs.ok()) return Fail("train", cs, 1);
     if (auto ts = Tokenizer().Save(out + "/tokenizer.json"); !ts.ok()) return Fail("train", ts, 1);
+    // DIR/training.json: what the model was trained on (eval/runner.cc reads max_len to shade
+    // the training range and to report "n->m").
+    {
+      nlohmann::json tj = {{"max_len", sc.max_length},
+                           {"task", task_name},
+                           {"mode", mode_name},
+                           {"arch", arch},
+                           {"steps", o.steps},
+                           {"seed", o.seed},
+                           {"batch", o.batch},
+                           {"lr", o.lr},
+                           {"warmup", o.warmup},
+                           {"weight_decay", n["weight-decay"]},
+                           {"parameters", trainer.model().table().total()},
+                           {"model", trainer.model().Describe()}};
+      std::ofstream tf(out + "/training.json");
+      tf << DumpJson(tj, 2) << "\n";
+      if (!tf)
+        return Fail("train",
+                    absl::InternalError(absl::StrCat("cannot write ", out, "/training.json")), 1);
+    }
     std::fprintf(stderr, "trained %lld steps in %.1fs (%.0f tokens/s); saved %s\n",
-                 static_cast<long long>(o.steps - start), train_time, tokens / std::max(train_time, 1e-9),
-                 out.c_str());
-    nlohmann::json j = {{"done", true}, {"steps", o.steps}, {"train_s", train_time}, {"elapsed_s", elapsed()}};
+                 static_cast<long long>(o.steps - start), train_time,
+                 tokens / std::max(train_time, 1e-9), out.c_str());
+    nlohmann::json j = {
+        {"done", true}, {"steps", o.steps}, {"train_s", train_time}, {"elapsed_s", elapsed()}};
     log << j.dump() << "\n" << std::flush;
   }
+  if (n["diagnose"] > 0)
+    Diagnose(trainer.model(), trainer.params(), held.Next(static_cast<int>(n["diagnose"])));
   if (!agent_lengths.empty()) {
     if (*mode != tasks::Mode::kPointer)
-      return Fail("train", absl::InvalidArgumentError("--agent-eval-lengths needs --mode pointer"), 2);
+      return Fail("train", absl::InvalidArgumentError("--agent-eval-lengths needs --mode pointer"),
+                  2);
     const auto* mamba = dynamic_cast<const et::Mamba2Lm*>(&trainer.model());
     if (mamba == nullptr)
-      return Fail("train", absl::UnimplementedError("--agent-eval-lengths needs --arch mamba2 (the trainer's recurrent step); use tapeloop run --model DIR for the others"), 2);
+      return Fail(
+          "train",
+          absl::UnimplementedError("--agent-eval-lengths needs --arch mamba2 (the trainer's "
+                                   "recurrent step); use tapeloop run --model DIR for the others"),
+          2);
     for (absl::string_view piece : absl::StrSplit(agent_lengths, ',')) {
       int len = 0;
       if (!absl::SimpleAtoi(piece, &len) || len < 1)
-        return Fail("train", absl::InvalidArgumentError(absl::StrCat("--agent-eval-lengths: bad length '", std::string(piece), "'")), 2);
+        return Fail("train",
+                    absl::InvalidArgumentError(absl::StrCat("--agent-eval-lengths: bad length '",
+                                                            std::string(piece), "'")),
+                    2);
       const double a = elapsed();
-      auto r = AgentEval(*mamba, trainer.params(), **task, len,
-                         static_cast<int>(n["agent-episodes"]), static_cast<uint64_t>(n["agent-seed"]),
-                         o.threads);
+      auto r =
+          AgentEval(*mamba, trainer.params(), **task, len, static_cast<int>(n["agent-episodes"]),
+                    static_cast<uint64_t>(n["agent-seed"]), o.threads);
       if (!r.ok()) return Fail("train", r.status(), 1);
       const double rate = double(r->exact) / std::max(1, r->episodes);
       std::fprintf(stderr, "agent eval: %d-digit %s, %d episodes: exact %.4f (%d/%d), %.1fs\n", len,
                    task_name.c_str(), r->episodes, rate, r->exact, r->episodes, elapsed() - a);
-      nlohmann::json j = {{"agent_eval_length", len}, {"episodes", r->episodes}, {"exact", rate},
-                          {"seed", n["agent-seed"]}, {"seconds", elapsed() - a}};
+      nlohmann::json j = {{"agent_eval_length", len},
+                          {"episodes", r->episodes},
+                          {"exact", rate},
+                          {"seed", n["agent-seed"]},
+                          {"seconds", elapsed() - a}};
       log << j.dump() << "\n" << std::flush;
       std::cout << j.dump() << std::endl;
     }

@@ -194,7 +194,7 @@ EvalStats Trainer::Evaluate(const std::vector<TrainExample>& examples) const {
       const TrainExample& e = examples[i];
       mask.assign(e.loss_mask.begin() + 1, e.loss_mask.end());
       results[i] = model_->RowForwardBackward(params_.data(), e.tokens, mask, 1.0, nullptr, nullptr,
-                                             nullptr, &workspaces_[w]);
+                                              nullptr, &workspaces_[w]);
     }
   });
   EvalStats st;
@@ -214,7 +214,9 @@ EvalStats Trainer::Evaluate(const std::vector<TrainExample>& examples) const {
 absl::Status Trainer::SaveCheckpoint(const std::string& dir) const {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("save checkpoint: cannot create '", dir, "': ", ec.message()));
+  if (ec)
+    return absl::InternalError(
+        absl::StrCat("save checkpoint: cannot create '", dir, "': ", ec.message()));
   // The model through the engine (HF config.json + model.safetensors).
   ASSIGN_OR_RETURN(ModelConfig mc, ParseModelConfig(model_->HfConfigJson()));
   std::map<std::string, Tensor> tensors;
@@ -247,8 +249,23 @@ absl::Status Trainer::SaveCheckpoint(const std::string& dir) const {
       {"adam.m", {static_cast<int64_t>(adam_.m().size())}, adam_.m().data()},
       {"adam.v", {static_cast<int64_t>(adam_.v().size())}, adam_.v().data()},
   };
-  if (!pool_.empty()) refs.push_back({"state_pool", {static_cast<int64_t>(pool_.size())}, pool_.data()});
+  if (!pool_.empty())
+    refs.push_back({"state_pool", {static_cast<int64_t>(pool_.size())}, pool_.data()});
   return WriteSafetensorsFile(dir + "/trainer_state.safetensors", refs, meta);
+}
+
+absl::Status Trainer::LoadParams(const std::string& dir) {
+  const std::string where = absl::StrCat("load parameters '", dir, "': ");
+  auto model_file = ReadSafetensorsFile(dir + "/model.safetensors");
+  if (!model_file.ok())
+    return absl::Status(model_file.status().code(),
+                        where + std::string(model_file.status().message()));
+  std::vector<std::pair<std::string, Tensor>> named(model_file->tensors.begin(),
+                                                    model_file->tensors.end());
+  auto flat = model_->table().FromTensors(named);
+  if (!flat.ok()) return absl::InvalidArgumentError(where + std::string(flat.status().message()));
+  params_ = std::move(*flat);
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
@@ -261,7 +278,8 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
   };
   if (meta("format") != kStateFormat)
     return absl::InvalidArgumentError(absl::StrCat(where, "trainer_state.safetensors has format '",
-                                                   meta("format"), "', expected '", kStateFormat, "'"));
+                                                   meta("format"), "', expected '", kStateFormat,
+                                                   "'"));
   const std::string want = options_.Fingerprint(*model_);
   if (meta("fingerprint") != want)
     return absl::FailedPreconditionError(absl::StrCat(
@@ -269,14 +287,17 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
         "\n  current: ", want));
   auto model_file = ReadSafetensorsFile(dir + "/model.safetensors");
   if (!model_file.ok())
-    return absl::Status(model_file.status().code(), where + std::string(model_file.status().message()));
-  std::vector<std::pair<std::string, Tensor>> named(model_file->tensors.begin(), model_file->tensors.end());
+    return absl::Status(model_file.status().code(),
+                        where + std::string(model_file.status().message()));
+  std::vector<std::pair<std::string, Tensor>> named(model_file->tensors.begin(),
+                                                    model_file->tensors.end());
   auto flat = model_->table().FromTensors(named);
   if (!flat.ok()) return absl::InvalidArgumentError(where + std::string(flat.status().message()));
   auto get = [&](const std::string& name, int64_t size, std::vector<float>* out) -> absl::Status {
     auto it = st->tensors.find(name);
     if (it == st->tensors.end() || static_cast<int64_t>(it->second.data.size()) != size)
-      return absl::InvalidArgumentError(absl::StrCat(where, "tensor '", name, "' is missing or has the wrong size"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "tensor '", name, "' is missing or has the wrong size"));
     *out = it->second.data;
     return absl::OkStatus();
   };
@@ -297,10 +318,12 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
   uint64_t pos = 0;
   std::vector<std::string> words = absl::StrSplit(meta("rng"), ',');
   std::array<uint64_t, 4> rs{};
-  bool ok = absl::SimpleAtoi(meta("step"), &step) && absl::SimpleAtoi(meta("adam_step"), &adam_step) &&
+  bool ok = absl::SimpleAtoi(meta("step"), &step) &&
+            absl::SimpleAtoi(meta("adam_step"), &adam_step) &&
             absl::SimpleAtoi(meta("data_position"), &pos) && words.size() == 4;
   for (int i = 0; ok && i < 4; ++i) ok = absl::SimpleAtoi(words[i], &rs[i]);
-  if (!ok) return absl::InvalidArgumentError(where + "malformed step / data_position / rng metadata");
+  if (!ok)
+    return absl::InvalidArgumentError(where + "malformed step / data_position / rng metadata");
   params_ = std::move(*flat);
   adam_.m() = std::move(m);
   adam_.v() = std::move(v);

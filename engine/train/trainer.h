@@ -28,16 +28,15 @@
 #define TAPELOOP_ENGINE_TRAIN_TRAINER_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
-#include <memory>
-
 #include "absl/status/status.h"
 #include "engine/train/mamba2_lm.h"
-#include "engine/train/row_model.h"
 #include "engine/train/optimizer.h"
 #include "engine/train/rng.h"
+#include "engine/train/row_model.h"
 
 namespace tapeloop::engine::train {
 
@@ -62,17 +61,17 @@ enum class InitState { kZero, kPassFinal, kNoise };
 
 struct TrainOptions {
   int64_t steps = 400;
-  int batch = 128;          // rows per step
+  int batch = 128;  // rows per step
   double lr = 2e-3;
   int64_t warmup = 100;
-  double clip = 1.0;        // <= 0: no clipping
+  double clip = 1.0;  // <= 0: no clipping
   AdamWConfig adam;
   int threads = 2;
-  uint64_t seed = 0;        // parameter init and the trainer's RNG
+  uint64_t seed = 0;  // parameter init and the trainer's RNG
   InitState init_state = InitState::kZero;
   float noise_std = 0.1f;
-  int tbptt_concat = 1;     // trajectories per row
-  int64_t tbptt_window = 0; // tokens per window; 0 = the whole row
+  int tbptt_concat = 1;      // trajectories per row
+  int64_t tbptt_window = 0;  // tokens per window; 0 = the whole row
 
   // Everything that must match for a checkpoint to be resumed (the model's Describe()
   // included).
@@ -80,19 +79,19 @@ struct TrainOptions {
 };
 
 struct StepStats {
-  int64_t step = 0;       // 1-based index of the update just made
-  double loss = 0;        // masked mean cross-entropy of the batch
+  int64_t step = 0;  // 1-based index of the update just made
+  double loss = 0;   // masked mean cross-entropy of the batch
   double lr = 0;
-  double grad_norm = 0;   // before clipping
-  int64_t tokens = 0;     // input tokens processed
-  int64_t targets = 0;    // masked targets
-  double token_acc = 0;   // fraction of masked targets predicted (argmax) right
+  double grad_norm = 0;  // before clipping
+  int64_t tokens = 0;    // input tokens processed
+  int64_t targets = 0;   // masked targets
+  double token_acc = 0;  // fraction of masked targets predicted (argmax) right
 };
 
 struct EvalStats {
   int64_t examples = 0;
-  int64_t exact = 0;      // examples whose every masked target is predicted right (teacher
-                          // forcing; a greedy agent loop then reproduces the expert exactly)
+  int64_t exact = 0;  // examples whose every masked target is predicted right (teacher
+                      // forcing; a greedy agent loop then reproduces the expert exactly)
   double token_acc = 0;
   double loss = 0;
   double exact_rate() const { return examples ? double(exact) / examples : 0; }
@@ -116,6 +115,9 @@ class Trainer {
 
   absl::Status SaveCheckpoint(const std::string& dir) const;
   absl::Status LoadCheckpoint(const std::string& dir);
+  // Only the parameters, from dir/model.safetensors (for evaluating a model without its
+  // trainer state); InvalidArgument if the tensors do not fit this model's table.
+  absl::Status LoadParams(const std::string& dir);
 
   const RowModel& model() const { return *model_; }
   const TrainOptions& options() const { return options_; }

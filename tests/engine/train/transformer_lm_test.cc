@@ -103,5 +103,92 @@ TEST(TransformerLm, MatchesTheEngineForward) {
   }
 }
 
+// Loss of `ids` [T+1] from logits f32 [T, V] (every position a target).
+double LossFromLogits(const std::vector<float>& logits, const std::vector<int32_t>& ids, int V,
+                      std::vector<int32_t>* argmax) {
+  const int T = static_cast<int>(ids.size()) - 1;
+  double loss = 0;
+  argmax->clear();
+  for (int t = 0; t < T; ++t) {
+    const float* z = logits.data() + t * V;
+    double mx = -1e30, se = 0;
+    for (int v = 0; v < V; ++v) mx = std::max(mx, double{z[v]});
+    for (int v = 0; v < V; ++v) se += std::exp(z[v] - mx);
+    loss += mx + std::log(se) - z[ids[t + 1]];
+    argmax->push_back(static_cast<int32_t>(std::max_element(z, z + V) - z));
+  }
+  return loss;
+}
+
+// The agent loop does not run a trajectory as one row: it prefills the prompt, then feeds one
+// token at a time (the model's own tokens and the tool's observations) through the KV cache,
+// batched with other sessions at other positions. Positions (RoPE from 0 at [BOS]), the cache
+// and the sliding window must then give what the trainer computed for the whole row, position
+// by position; a row long enough that the window evicts keys.
+TEST(TransformerLm, EngineDecodeTokenByTokenMatchesTheTrainerRow) {
+  for (int64_t window : {0, 3}) {
+    TransformerLm model(Tiny(window));
+    std::vector<float> p = Params(model, 25);
+    auto cfg = ParseModelConfig(model.config().ToHfConfigJson());
+    ASSERT_TRUE(cfg.ok()) << cfg.status();
+    std::map<std::string, Tensor> tensors;
+    for (int i = 0; i < model.table().size(); ++i) {
+      Tensor x;
+      x.shape = model.table().spec(i).shape;
+      x.data.assign(p.begin() + model.table().offset(i),
+                    p.begin() + model.table().offset(i) + model.table().numel(i));
+      tensors[model.table().spec(i).name] = std::move(x);
+    }
+    auto engine = Model::FromTensors(*cfg, std::move(tensors));
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    const int V = 11, T = 20, prompt = 5;
+    Rng rng(26);
+    std::vector<int32_t> ids, other;
+    for (int t = 0; t <= T; ++t) ids.push_back(static_cast<int32_t>(rng.UniformInt(0, 10)));
+    for (int t = 0; t <= T; ++t) other.push_back(static_cast<int32_t>(rng.UniformInt(0, 10)));
+    std::vector<float> mask(T, 1.f);
+    Mamba2Workspace ws;
+    std::vector<int32_t> row_argmax;
+    RowResult row = model.RowForwardBackward(p.data(), ids, mask, 1.0, nullptr, &ws, &row_argmax);
+
+    // (a) Forward: the prompt in one call, then token by token.
+    SessionState state = (*engine)->NewState();
+    std::vector<float> logits, all;
+    ASSERT_TRUE((*engine)
+                    ->Forward(std::span<const int32_t>(ids.data(), prompt), &state, true, &logits)
+                    .ok());
+    all = logits;
+    for (int t = prompt; t < T; ++t) {
+      ASSERT_TRUE((*engine)
+                      ->Forward(std::span<const int32_t>(ids.data() + t, 1), &state, false, &logits)
+                      .ok());
+      all.insert(all.end(), logits.begin(), logits.end());
+    }
+    std::vector<int32_t> argmax;
+    EXPECT_NEAR(LossFromLogits(all, ids, V, &argmax), row.loss_sum, 1e-4 * row.loss_sum)
+        << "window " << window;
+    EXPECT_EQ(argmax, row_argmax) << "window " << window;
+
+    // (b) StepBatch beside another session that is 3 tokens ahead (positions differ per row).
+    SessionState a = (*engine)->NewState(), b = (*engine)->NewState();
+    ASSERT_TRUE(
+        (*engine)->Forward(std::span<const int32_t>(ids.data(), prompt), &a, true, &logits).ok());
+    all = logits;
+    ASSERT_TRUE(
+        (*engine)
+            ->Forward(std::span<const int32_t>(other.data(), prompt + 3), &b, false, &logits)
+            .ok());
+    for (int t = prompt; t < T; ++t) {
+      std::vector<int32_t> step = {ids[t], other[std::min(t + 3, T)]};
+      std::vector<SessionState*> states = {&a, &b};
+      ASSERT_TRUE((*engine)->StepBatch(step, states, &logits).ok());
+      all.insert(all.end(), logits.begin(), logits.begin() + V);
+    }
+    EXPECT_NEAR(LossFromLogits(all, ids, V, &argmax), row.loss_sum, 1e-4 * row.loss_sum)
+        << "window " << window;
+    EXPECT_EQ(argmax, row_argmax) << "window " << window;
+  }
+}
+
 }  // namespace
 }  // namespace tapeloop::engine::train
