@@ -81,6 +81,32 @@ class Process {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
 
+  // Reads both pipes until both reach end of file (the child exited or closed them), then
+  // reaps the child and returns its exit code as Wait() does. A child still running after
+  // `timeout` is killed (SIGKILL) and -1 is returned. Unlike Wait(), never leaves output in a
+  // full pipe while blocking in waitpid, so children that print a lot cannot stall.
+  int Finish(std::chrono::seconds timeout) {
+    auto end = std::chrono::steady_clock::now() + timeout;
+    bool out_open = true, err_open = true;
+    while ((out_open || err_open) && std::chrono::steady_clock::now() < end) {
+      if (out_open) out_open = Read(out_, &stdout_, 10) != ReadResult::kEof;
+      if (err_open) err_open = Read(err_, &stderr_, 10) != ReadResult::kEof;
+    }
+    if (out_open || err_open) {
+      kill(pid_, SIGKILL);
+      Wait();
+      return -1;
+    }
+    return Wait();
+  }
+
+  // True while the child has not exited (it is not reaped here).
+  bool Alive() const {
+    if (pid_ <= 0 || reaped_) return false;
+    siginfo_t info{};
+    return waitid(P_PID, pid_, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0;
+  }
+
   std::string all_stdout() const { return seen_ + stdout_; }
   const std::string& stderr_text() const { return stderr_; }
   pid_t pid() const { return pid_; }
