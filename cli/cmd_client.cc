@@ -32,7 +32,8 @@ constexpr char kUsage[] =
     "sessions: create --model NAME [--temperature T] [--seed S] [--idle-timeout S]\n"
     "          append SESSION (--text TEXT | --tokens 1,2,3)\n"
     "          generate SESSION [--max-tokens N] [--stop ID,ID] [--temperature T]\n"
-    "          fork SESSION | snapshot SESSION | restore SNAPSHOT | session SESSION\n"
+    "          fork SESSION | snapshot SESSION | session SESSION\n"
+    "          restore SNAPSHOT [--temperature T] [--seed S]\n"
     "          close SESSION | sessions | stats\n"
     "agents:   episode --task T --length N [--seed S] [--index I] [--mode M]\n"
     "                  [--policy MODEL|oracle] [--temperature T] [--quiet]\n"
@@ -282,6 +283,15 @@ int RunVerb(const std::string& verb, Args& args, Client& c) {
       verb == "restore") {
     auto id = Positional(args, verb == "restore" ? "snapshot id" : "session id");
     if (!id.ok()) return usage(id.status());
+    // restore: the new session's sampling defaults (a snapshot keeps state, not settings).
+    absl::StatusOr<double> temperature = 0.0;
+    absl::StatusOr<int64_t> seed = -1;
+    if (verb == "restore") {
+      temperature = args.Double("temperature", 0.0);
+      seed = args.Int("seed", -1);
+      if (!temperature.ok()) return usage(temperature.status());
+      if (!seed.ok()) return usage(seed.status());
+    }
     if (auto s = args.Finish(); !s.ok()) return usage(s);
     if (verb == "fork") {
       v1::ForkRequest q;
@@ -317,6 +327,8 @@ int RunVerb(const std::string& verb, Args& args, Client& c) {
     } else {
       v1::RestoreRequest q;
       q.set_snapshot_id(*id);
+      q.mutable_sampling()->set_temperature(static_cast<float>(*temperature));
+      if (*seed >= 0) q.mutable_sampling()->set_seed(static_cast<uint64_t>(*seed));
       v1::EngineSession r;
       st = engine->Restore(c.Ctx().get(), q, &r);
       if (!st.ok()) return RpcFail("restore", st);
@@ -375,6 +387,10 @@ int RunVerb(const std::string& verb, Args& args, Client& c) {
     v1::EpisodeFinished last;
     while (reader->Read(&response)) {
       for (const auto& e : response.events()) {
+        if (e.has_finished()) {
+          last = e.finished();
+          finished = &last;
+        }
         if (c.json) {
           std::cout << ToJson(e) << "\n";
           continue;
@@ -392,9 +408,6 @@ int RunVerb(const std::string& verb, Args& args, Client& c) {
         } else if (e.has_tool_result() && !quiet) {
           std::cout << "  <- " << (e.tool_result().is_error() ? "error: " : "")
                     << e.tool_result().text() << "\n";
-        } else if (e.has_finished()) {
-          last = e.finished();
-          finished = &last;
         }
       }
       std::cout << std::flush;

@@ -307,12 +307,6 @@ TEST_F(ClientTest, OracleEpisodeJsonStreamsEveryEvent) {
     last_position = position;
   }
   EXPECT_GT(last_position, 0);
-  // BUG (cli/cmd_client.cc, `episode`): with --json the loop `continue`s before it records the
-  // finished event, so the verb returns 1 ("no finished event") after a correct, stored episode.
-  // Expected: exit 0 as without --json.
-  if (episode.code == 1) {
-    GTEST_SKIP() << "client episode --json exits 1 after a correct episode (cmd_client.cc bug)";
-  }
   EXPECT_EQ(episode.code, 0) << episode.err;
 }
 
