@@ -89,7 +89,7 @@ absl::Status DecodeContainer(const std::string& blob, std::string* engine_bytes,
   at += n;
   if (!Get(blob, &at, &n) || n > (blob.size() - at) / sizeof(float)) return bad("logits");
   logits->resize(n);
-  std::memcpy(logits->data(), blob.data() + at, n * sizeof(float));
+  if (n > 0) std::memcpy(logits->data(), blob.data() + at, n * sizeof(float));
   if (at + n * sizeof(float) != blob.size()) return bad("trailing bytes");
   return absl::OkStatus();
 }

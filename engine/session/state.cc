@@ -36,7 +36,7 @@ class Reader {
   }
   bool GetFloats(float* p, int64_t n) {
     if (n < 0 || static_cast<uint64_t>(in_.size() - pos_) / sizeof(float) < static_cast<uint64_t>(n)) return false;
-    std::memcpy(p, in_.data() + pos_, sizeof(float) * n);
+    if (n > 0) std::memcpy(p, in_.data() + pos_, sizeof(float) * n);
     pos_ += sizeof(float) * n;
     return true;
   }

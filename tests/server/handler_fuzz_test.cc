@@ -184,7 +184,10 @@ class RequestGenerator {
         }
         return "ses_00000000000000000000000000000000";
       case 3:
-        return std::string("\xff\xfe bad utf8 \xc3", 15);
+        {
+        static constexpr char kBad[] = "\xff\xfe bad utf8 \xc3";
+        return std::string(kBad, sizeof kBad - 1);
+      }
       case 4:
         return std::string(Pick({100, 5000, 70000}), "xa("[rng_() % 3]);
       default: {
