@@ -18,6 +18,7 @@
 #include "agents/oracle_policy.h"
 #include "common/json.h"
 #include "common/tokenizer.h"
+#include "common/utf8.h"
 #include "engine/session/sampling.h"
 #include "server/grpc_status.h"
 #include "tasks/task.h"
@@ -32,32 +33,6 @@ int64_t NowUnixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-// `s` with every byte sequence that is not UTF-8 replaced by U+FFFD (proto3 strings must be
-// UTF-8; an error message can quote bytes a model generated).
-std::string ValidUtf8(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const size_t n = c < 0x80           ? 1
-                     : (c >> 5) == 0x6  ? 2
-                     : (c >> 4) == 0xe  ? 3
-                     : (c >> 3) == 0x1e ? 4
-                                        : 0;
-    bool ok = n > 0 && i + n <= s.size();
-    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 0x2;
-    if (ok) {
-      out.append(s, i, n);
-      i += n;
-    } else {
-      out += "\xEF\xBF\xBD";
-      ++i;
-    }
-  }
-  return out;
 }
 
 v1::TokenRole ToProto(tasks::Role role) {
@@ -305,13 +280,13 @@ class EpisodeCall final : public grpc::ServerWriteReactor<v1::RunEpisodeResponse
     auto* f = event.mutable_finished();
     f->set_episode_id(id);
     f->set_final_answer(r.OutputText());
-    f->set_expected(ValidUtf8(r.score.expected));
+    f->set_expected(SanitizeUtf8(r.score.expected));
     f->set_correct(r.score.exact);
     f->set_digit_accuracy(r.score.digit_accuracy);
     f->set_has_trajectory_exact(r.score.trajectory_exact.has_value());
     f->set_trajectory_exact(r.score.trajectory_exact.value_or(false));
     f->set_stop_reason(r.stop_reason);
-    f->set_error(ValidUtf8(r.error));
+    f->set_error(SanitizeUtf8(r.error));
     f->set_total_tokens(static_cast<int64_t>(r.trajectory.tokens.size()));
     f->set_generated_tokens(r.generated_tokens);
     f->set_tool_steps(r.tool_steps);

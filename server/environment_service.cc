@@ -13,6 +13,7 @@
 #include "common/json.h"
 #include "common/status_macros.h"
 #include "common/tokenizer.h"
+#include "common/utf8.h"
 #include "server/grpc_status.h"
 #include "tasks/task.h"
 #include "tools/calculator.h"
@@ -26,28 +27,6 @@ namespace {
 using TimePoint = std::chrono::steady_clock::time_point;
 
 constexpr char kSubmit[] = "submit";
-
-// `s` with every byte sequence that is not UTF-8 replaced by U+FFFD (proto3 strings must be
-// UTF-8; a pointer read can return one byte of a multi-byte character).
-std::string ValidUtf8(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    bool ok = n > 0 && i + n <= s.size();
-    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 0x2;
-    if (ok) {
-      out.append(s, i, n);
-      i += n;
-    } else {
-      out += "\xEF\xBF\xBD";
-      ++i;
-    }
-  }
-  return out;
-}
 
 // The final-answer tool: {"answer": "<decimal digits>"}. Records the answer; the service
 // scores it and ends the episode.
@@ -344,7 +323,7 @@ grpc::ServerUnaryReactor* EnvironmentService::Step(grpc::CallbackServerContext* 
     const tools::ToolResult result = env->registry->Call(tool_call);
     auto* obs = response->mutable_observation();
     obs->set_call_id(result.call_id);
-    obs->set_text(ValidUtf8(result.text));
+    obs->set_text(SanitizeUtf8(result.text));
     obs->set_is_error(result.is_error);
     if (result.structured.has_value()) obs->set_structured_json(DumpJson(*result.structured));
     nlohmann::json info = {{"step", env->steps}, {"max_steps", env->max_steps}};
