@@ -227,6 +227,9 @@ absl::StatusOr<ModelConfig> ParseMamba2(const Reader& r) {
   ASSIGN_OR_RETURN(c.use_bias, r.Bool("use_bias", false));
   ASSIGN_OR_RETURN(bool rms_norm, r.Bool("rms_norm", true));
   if (!rms_norm) return Bad("key 'rms_norm' = false is not supported");
+  // HF's Mamba2Config key (default false: y * silu(z) is normalized, the engine's gated norm).
+  ASSIGN_OR_RETURN(bool norm_before_gate, r.Bool("norm_before_gate", false));
+  if (norm_before_gate) return Bad("key 'norm_before_gate' = true is not supported");
   ASSIGN_OR_RETURN(bool residual_fp32, r.Bool("residual_in_fp32", true));
   (void)residual_fp32;  // the engine's residual stream is always f32
   RETURN_IF_ERROR(RequireAct(r, "hidden_act", "silu"));

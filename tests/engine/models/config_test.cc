@@ -31,6 +31,16 @@ TEST(Config, ParsesMamba2) {
   EXPECT_TRUE(std::isinf(c->dt_max));
 }
 
+TEST(Config, Mamba2AcceptsHfNormBeforeGateFalseWithoutAWarning) {
+  json j = Mamba2Json();
+  j["norm_before_gate"] = false;
+  ::testing::internal::CaptureStderr();
+  auto c = ParseModelConfig(j.dump());
+  std::string err = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(err.find("norm_before_gate"), std::string::npos) << err;
+}
+
 TEST(Config, ParsesPythonInfinityInTimeStepLimit) {
   std::string text = Mamba2Json().dump();
   text.insert(1, "\"time_step_limit\": [0.0, Infinity], ");
@@ -86,7 +96,10 @@ TEST(Config, ErrorsNameTheKey) {
   inconsistent["expand"] = 3;
   json groups = Mamba2Json();
   groups["n_groups"] = 3;
+  json norm_first = Mamba2Json();
+  norm_first["norm_before_gate"] = true;
   std::vector<Case> cases = {
+      {norm_first.dump(), "key 'norm_before_gate' = true is not supported"},
       {"{", "not valid JSON"},
       {"[]", "not a JSON object"},
       {R"({"hidden_size": 3})", "key 'model_type' is missing"},
