@@ -127,7 +127,8 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::string_view bytes) {
     t.data.resize(numel);
     const char* src = data + e.begin;
     if (e.dtype == "F32") {
-      std::memcpy(t.data.data(), src, numel * 4);  // host is little-endian (x86-64, arm64)
+      // The host is little-endian (x86-64, arm64). An empty tensor has no buffer to copy into.
+      if (numel > 0) std::memcpy(t.data.data(), src, numel * 4);
     } else {
       for (uint64_t i = 0; i < numel; ++i) {
         uint16_t v;

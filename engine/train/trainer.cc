@@ -125,7 +125,7 @@ StepStats Trainer::Step() {
     std::iota(perm.begin(), perm.end(), 0);
     for (int i = B - 1; i > 0; --i) std::swap(perm[i], perm[rng_.UniformInt(0, i)]);
     for (int r = 0; r < B; ++r)
-      std::memcpy(last_init_.data() + r * S, pool_.data() + perm[r] * S, sizeof(float) * S);
+      if (S > 0) std::memcpy(last_init_.data() + r * S, pool_.data() + perm[r] * S, sizeof(float) * S);
   }
 
   std::vector<RowResult> results(B);
@@ -154,7 +154,7 @@ StepStats Trainer::Step() {
         std::swap(carry, next);
         init = carry.data();
       }
-      std::memcpy(last_final_.data() + r * S, carry.data(), sizeof(float) * S);
+      if (S > 0) std::memcpy(last_final_.data() + r * S, carry.data(), sizeof(float) * S);
       results[r] = acc;
     }
   });
