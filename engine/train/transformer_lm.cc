@@ -76,8 +76,10 @@ std::string TransformerLmConfig::ToHfConfigJson() const {
       ",\n  \"head_dim\": ", head_dim, ",\n  \"intermediate_size\": ", intermediate,
       ",\n  \"hidden_act\": \"silu\",\n  \"rms_norm_eps\": ", eps, ",\n  \"rope_theta\": ", rope_theta,
       mistral ? absl::StrCat(",\n  \"sliding_window\": ", sliding_window) : std::string(),
-      ",\n  \"max_position_embeddings\": 1048576,\n  \"attention_bias\": false,\n"
-      "  \"mlp_bias\": false,\n  \"tie_word_embeddings\": false,\n  \"bos_token_id\": 256,\n"
+      ",\n  \"max_position_embeddings\": 1048576,\n",
+      // HF's MistralConfig has no bias keys (its layers have none); LlamaConfig does.
+      mistral ? std::string() : "  \"attention_bias\": false,\n  \"mlp_bias\": false,\n",
+      "  \"tie_word_embeddings\": false,\n  \"bos_token_id\": 256,\n"
       "  \"eos_token_id\": 257,\n  \"pad_token_id\": 258,\n  \"torch_dtype\": \"float32\"\n}\n");
 }
 

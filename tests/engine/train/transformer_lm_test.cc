@@ -29,6 +29,17 @@ TransformerLmConfig Tiny(int64_t window) {
   return c;
 }
 
+TEST(TransformerLmConfig, HfConfigJsonParsesWithoutUnknownKeysForLlamaAndMistral) {
+  for (int64_t window : {0, 3}) {
+    ::testing::internal::CaptureStderr();
+    auto cfg = ParseModelConfig(Tiny(window).ToHfConfigJson());
+    const std::string warnings = ::testing::internal::GetCapturedStderr();
+    ASSERT_TRUE(cfg.ok()) << cfg.status();
+    EXPECT_EQ(cfg->family, window > 0 ? Family::kMistral : Family::kLlama);
+    EXPECT_EQ(warnings, "") << "window " << window;
+  }
+}
+
 std::vector<float> Params(const TransformerLm& m, uint64_t seed) {
   Rng rng(seed);
   std::vector<float> p = m.table().Initialize(rng);
