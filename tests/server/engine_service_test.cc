@@ -62,6 +62,21 @@ class EngineServiceTest : public ::testing::Test {
     svc_.reset();
   }
 
+  // A unary Engine call as `key` (default alice) on the request `fill` builds.
+  template <typename Method, typename Fill>
+  grpc::Status Call(Method method, Fill fill, const std::string& key = kAlice) {
+    return ServiceFixture::Unary(stub_.get(), method, key, fill);
+  }
+
+  // A unary Engine call whose request names only a session.
+  template <typename Req, typename Resp>
+  grpc::Status OnSession(grpc::Status (v1::Engine::Stub::*method)(grpc::ClientContext*, const Req&,
+                                                                  Resp*),
+                         const std::string& session_id, const std::string& key = kAlice) {
+    return Call(
+        method, [&](Req* r) { r->set_session_id(session_id); }, key);
+  }
+
   std::string Create(const std::string& model, float temperature, std::optional<uint64_t> seed,
                      const std::string& key = kAlice, int top_k = 0, float top_p = 0.0f) {
     v1::CreateSessionRequest req;
@@ -387,11 +402,7 @@ TEST_F(EngineServiceTest, ForeignPrincipalGetsTheSameNotFoundAsAnUnknownId) {
       calls = {
           {"GetSession",
            [&](const std::string& key, const std::string& sid) {
-             v1::GetSessionRequest r;
-             r.set_session_id(sid);
-             v1::EngineSession out;
-             auto c = ServiceFixture::Ctx(key);
-             return stub_->GetSession(c.get(), r, &out);
+             return OnSession(&v1::Engine::Stub::GetSession, sid, key);
            }},
           {"Append",
            [&](const std::string& key, const std::string& sid) {
@@ -403,27 +414,15 @@ TEST_F(EngineServiceTest, ForeignPrincipalGetsTheSameNotFoundAsAnUnknownId) {
            }},
           {"Fork",
            [&](const std::string& key, const std::string& sid) {
-             v1::ForkRequest r;
-             r.set_session_id(sid);
-             v1::EngineSession out;
-             auto c = ServiceFixture::Ctx(key);
-             return stub_->Fork(c.get(), r, &out);
+             return OnSession(&v1::Engine::Stub::Fork, sid, key);
            }},
           {"Snapshot",
            [&](const std::string& key, const std::string& sid) {
-             v1::SnapshotRequest r;
-             r.set_session_id(sid);
-             v1::SnapshotResponse out;
-             auto c = ServiceFixture::Ctx(key);
-             return stub_->Snapshot(c.get(), r, &out);
+             return OnSession(&v1::Engine::Stub::Snapshot, sid, key);
            }},
           {"CloseSession",
            [&](const std::string& key, const std::string& sid) {
-             v1::CloseSessionRequest r;
-             r.set_session_id(sid);
-             v1::CloseSessionResponse out;
-             auto c = ServiceFixture::Ctx(key);
-             return stub_->CloseSession(c.get(), r, &out);
+             return OnSession(&v1::Engine::Stub::CloseSession, sid, key);
            }},
       };
   for (const auto& [name, call] : calls) {
@@ -436,11 +435,9 @@ TEST_F(EngineServiceTest, ForeignPrincipalGetsTheSameNotFoundAsAnUnknownId) {
         << name;
   }
   auto restore = [&](const std::string& key, const std::string& snap_id) {
-    v1::RestoreRequest r;
-    r.set_snapshot_id(snap_id);
-    v1::EngineSession out;
-    auto c = ServiceFixture::Ctx(key);
-    return stub_->Restore(c.get(), r, &out);
+    return Call(
+        &v1::Engine::Stub::Restore, [&](v1::RestoreRequest* r) { r->set_snapshot_id(snap_id); },
+        key);
   };
   grpc::Status foreign = restore(kBob, snap.snapshot_id()), missing = restore(kBob, unknown_snap);
   EXPECT_EQ(foreign.error_code(), grpc::StatusCode::NOT_FOUND);
@@ -604,20 +601,12 @@ TEST_F(EngineServiceTest, MalformedRequestsGetTheRightCodes) {
   const std::string live = Create("mamba2-pointer", 0.0f, 1);
   ASSERT_TRUE(Append(live, {1, 2, 3}).ok());
   const std::string closed = Create("mamba2-pointer", 0.0f, 1);
-  {
-    v1::CloseSessionRequest r;
-    r.set_session_id(closed);
-    v1::CloseSessionResponse out;
-    auto c = ServiceFixture::Ctx(kAlice);
-    ASSERT_TRUE(stub_->CloseSession(c.get(), r, &out).ok());
-  }
+  ASSERT_TRUE(OnSession(&v1::Engine::Stub::CloseSession, closed).ok());
   auto append_req = [&](const std::string& sid, std::function<void(v1::AppendRequest*)> fill) {
-    v1::AppendRequest r;
-    r.set_session_id(sid);
-    fill(&r);
-    v1::AppendResponse out;
-    auto c = ServiceFixture::Ctx(kAlice);
-    return stub_->Append(c.get(), r, &out);
+    return Call(&v1::Engine::Stub::Append, [&](v1::AppendRequest* r) {
+      r->set_session_id(sid);
+      fill(r);
+    });
   };
   auto generate_req = [&](std::function<void(v1::GenerateRequest*)> fill) {
     v1::GenerateRequest r;
@@ -632,12 +621,10 @@ TEST_F(EngineServiceTest, MalformedRequestsGetTheRightCodes) {
     return reader->Finish();
   };
   auto create_req = [&](std::function<void(v1::CreateSessionRequest*)> fill) {
-    v1::CreateSessionRequest r;
-    r.set_model("mamba2-pointer");
-    fill(&r);
-    v1::EngineSession out;
-    auto c = ServiceFixture::Ctx(kAlice);
-    return stub_->CreateSession(c.get(), r, &out);
+    return Call(&v1::Engine::Stub::CreateSession, [&](v1::CreateSessionRequest* r) {
+      r->set_model("mamba2-pointer");
+      fill(r);
+    });
   };
   struct Case {
     const char* name;
@@ -735,67 +722,30 @@ TEST_F(EngineServiceTest, MalformedRequestsGetTheRightCodes) {
       {"generate after close",
        [&] { return generate_req([&](auto* r) { r->set_session_id(closed); }); },
        grpc::StatusCode::NOT_FOUND, "not found"},
-      {"get after close",
-       [&] {
-         v1::GetSessionRequest r;
-         r.set_session_id(closed);
-         v1::EngineSession out;
-         auto c = ServiceFixture::Ctx(kAlice);
-         return stub_->GetSession(c.get(), r, &out);
-       },
+      {"get after close", [&] { return OnSession(&v1::Engine::Stub::GetSession, closed); },
        grpc::StatusCode::NOT_FOUND, "not found"},
-      {"fork after close",
-       [&] {
-         v1::ForkRequest r;
-         r.set_session_id(closed);
-         v1::EngineSession out;
-         auto c = ServiceFixture::Ctx(kAlice);
-         return stub_->Fork(c.get(), r, &out);
-       },
+      {"fork after close", [&] { return OnSession(&v1::Engine::Stub::Fork, closed); },
        grpc::StatusCode::NOT_FOUND, "not found"},
-      {"snapshot after close",
-       [&] {
-         v1::SnapshotRequest r;
-         r.set_session_id(closed);
-         v1::SnapshotResponse out;
-         auto c = ServiceFixture::Ctx(kAlice);
-         return stub_->Snapshot(c.get(), r, &out);
-       },
+      {"snapshot after close", [&] { return OnSession(&v1::Engine::Stub::Snapshot, closed); },
        grpc::StatusCode::NOT_FOUND, "not found"},
-      {"close twice",
-       [&] {
-         v1::CloseSessionRequest r;
-         r.set_session_id(closed);
-         v1::CloseSessionResponse out;
-         auto c = ServiceFixture::Ctx(kAlice);
-         return stub_->CloseSession(c.get(), r, &out);
-       },
+      {"close twice", [&] { return OnSession(&v1::Engine::Stub::CloseSession, closed); },
        grpc::StatusCode::NOT_FOUND, "not found"},
       {"restore unknown snapshot",
        [&] {
-         v1::RestoreRequest r;
-         r.set_snapshot_id("snap_0123");
-         v1::EngineSession out;
-         auto c = ServiceFixture::Ctx(kAlice);
-         return stub_->Restore(c.get(), r, &out);
+         return Call(&v1::Engine::Stub::Restore,
+                     [&](v1::RestoreRequest* r) { r->set_snapshot_id("snap_0123"); });
        },
        grpc::StatusCode::NOT_FOUND, "snap_0123"},
       {"load a model with a bad name",
        [&] {
-         v1::LoadModelRequest r;
-         r.set_name("a/b");
-         v1::EngineModel out;
-         auto c = ServiceFixture::Ctx(kAlice);
-         return stub_->LoadModel(c.get(), r, &out);
+         return Call(&v1::Engine::Stub::LoadModel,
+                     [&](v1::LoadModelRequest* r) { r->set_name("a/b"); });
        },
        grpc::StatusCode::INVALID_ARGUMENT, "model"},
       {"unload a model that is not loaded",
        [&] {
-         v1::UnloadModelRequest r;
-         r.set_name("llama-pointer");
-         v1::UnloadModelResponse out;
-         auto c = ServiceFixture::Ctx(kAlice);
-         return stub_->UnloadModel(c.get(), r, &out);
+         return Call(&v1::Engine::Stub::UnloadModel,
+                     [&](v1::UnloadModelRequest* r) { r->set_name("llama-pointer"); });
        },
        grpc::StatusCode::NOT_FOUND, "llama-pointer"},
       {"unknown API key",

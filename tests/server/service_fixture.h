@@ -88,6 +88,20 @@ class ServiceFixture {
     return ctx;
   }
 
+  // One unary call as the principal holding `api_key`: the request starts empty and `fill`
+  // sets its fields; the response is dropped. For tables of bad requests:
+  //   Unary(stub, &v1::Engine::Stub::Fork, kAlice, [&](v1::ForkRequest* r) { ... })
+  template <typename Stub, typename Req, typename Resp, typename Fill>
+  static grpc::Status Unary(Stub* stub,
+                            grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                            const std::string& api_key, Fill fill) {
+    Req request;
+    fill(&request);
+    Resp response;
+    auto ctx = Ctx(api_key);
+    return (stub->*method)(ctx.get(), request, &response);
+  }
+
  private:
   std::filesystem::path dir_;
   std::string db_path_;
