@@ -27,11 +27,10 @@ struct Token {
 
 const std::set<std::string>& Keywords() {
   static const auto* keywords = new std::set<std::string>{
-      "False", "None",   "True",    "and",      "as",     "assert", "async", "await",
-      "break", "class",  "continue", "def",     "del",    "elif",   "else",  "except",
-      "finally", "for",  "from",    "global",   "if",     "import", "in",    "is",
-      "lambda", "nonlocal", "not",  "or",       "pass",   "raise",  "return", "try",
-      "while", "with",   "yield"};
+      "False", "None",     "True",  "and",    "as",   "assert", "async",  "await",    "break",
+      "class", "continue", "def",   "del",    "elif", "else",   "except", "finally",  "for",
+      "from",  "global",   "if",    "import", "in",   "is",     "lambda", "nonlocal", "not",
+      "or",    "pass",     "raise", "return", "try",  "while",  "with",   "yield"};
   return *keywords;
 }
 
@@ -70,12 +69,13 @@ class Lexer {
         } else {
           while (width < indents.back()) {
             indents.pop_back();
-            out->push_back({Tok::kDedent, "", line, static_cast<int>(i), line, static_cast<int>(i)});
+            out->push_back(
+                {Tok::kDedent, "", line, static_cast<int>(i), line, static_cast<int>(i)});
           }
           if (width != indents.back()) {
-            *error = Error("IndentationError",
-                           "unindent does not match any outer indentation level", line,
-                           static_cast<int>(s.size()), static_cast<int>(s.size()) + 1);
+            *error =
+                Error("IndentationError", "unindent does not match any outer indentation level",
+                      line, static_cast<int>(s.size()), static_cast<int>(s.size()) + 1);
             return false;
           }
         }
@@ -107,8 +107,8 @@ class Lexer {
         }
         if (std::isdigit(static_cast<unsigned char>(c))) {
           size_t j = i;
-          while (j < s.size() && (std::isalnum(static_cast<unsigned char>(s[j])) || s[j] == '_' ||
-                                  s[j] == '.'))
+          while (j < s.size() &&
+                 (std::isalnum(static_cast<unsigned char>(s[j])) || s[j] == '_' || s[j] == '.'))
             ++j;
           std::string text = s.substr(i, j - i);
           bool ok = std::all_of(text.begin(), text.end(),
@@ -120,7 +120,8 @@ class Lexer {
                            line, col, static_cast<int>(j));
             return false;
           }
-          if (text.size() > 1 && text[0] == '0' && text.find_first_not_of('0') != std::string::npos) {
+          if (text.size() > 1 && text[0] == '0' &&
+              text.find_first_not_of('0') != std::string::npos) {
             *error = Error("SyntaxError",
                            "leading zeros in decimal integer literals are not permitted; use an "
                            "0o prefix for octal integers",
@@ -151,14 +152,31 @@ class Lexer {
             if (d == '\\' && j + 1 < s.size()) {
               char e = s[j + 1];
               switch (e) {
-                case 'n': value += '\n'; break;
-                case 't': value += '\t'; break;
-                case 'r': value += '\r'; break;
-                case '0': value += '\0'; break;
-                case '\\': value += '\\'; break;
-                case '\'': value += '\''; break;
-                case '"': value += '"'; break;
-                default: value += '\\'; value += e; break;
+                case 'n':
+                  value += '\n';
+                  break;
+                case 't':
+                  value += '\t';
+                  break;
+                case 'r':
+                  value += '\r';
+                  break;
+                case '0':
+                  value += '\0';
+                  break;
+                case '\\':
+                  value += '\\';
+                  break;
+                case '\'':
+                  value += '\'';
+                  break;
+                case '"':
+                  value += '"';
+                  break;
+                default:
+                  value += '\\';
+                  value += e;
+                  break;
               }
               j += 2;
               continue;
@@ -167,10 +185,10 @@ class Lexer {
             ++j;
           }
           if (!closed) {
-            *error = Error("SyntaxError",
-                           "unterminated string literal (detected at line " +
-                               std::to_string(line) + ")",
-                           line, col, col + 1);
+            *error =
+                Error("SyntaxError",
+                      "unterminated string literal (detected at line " + std::to_string(line) + ")",
+                      line, col, col + 1);
             return false;
           }
           out->push_back({Tok::kString, value, line, col, line, static_cast<int>(j)});
@@ -178,10 +196,10 @@ class Lexer {
           continue;
         }
         // Operators, longest first.
-        static const char* kOps[] = {"**=", "//=", "==", "!=", "<=", ">=", "+=", "-=", "*=", "%=",
-                                     "/=", "//", "**", "->", "+",  "-",  "*",  "/",  "%",  "<",
-                                     ">",  "=",  "(",  ")",  "[",  "]",  "{",  "}",  ",",  ":",
-                                     ".",  ";",  "@",  "&",  "|",  "^",  "~",  "!"};
+        static const char* kOps[] = {
+            "**=", "//=", "==", "!=", "<=", ">=", "+=", "-=", "*=", "%=", "/=", "//", "**",
+            "->",  "+",   "-",  "*",  "/",  "%",  "<",  ">",  "=",  "(",  ")",  "[",  "]",
+            "{",   "}",   ",",  ":",  ".",  ";",  "@",  "&",  "|",  "^",  "~",  "!"};
         std::string op;
         for (const char* candidate : kOps) {
           size_t n = std::char_traits<char>::length(candidate);
@@ -213,15 +231,15 @@ class Lexer {
           if (op != want) {
             if (parens.back().line == line) {
               *error = Error("SyntaxError",
-                             "closing parenthesis '" + op + "' does not match opening parenthesis '" +
-                                 open + "'",
+                             "closing parenthesis '" + op +
+                                 "' does not match opening parenthesis '" + open + "'",
                              line, col, col + 1);
             } else {
-              *error = Error("SyntaxError",
-                             "closing parenthesis '" + op +
-                                 "' does not match opening parenthesis '" + open + "' on line " +
-                                 std::to_string(parens.back().line),
-                             line, col, col + 1);
+              *error =
+                  Error("SyntaxError",
+                        "closing parenthesis '" + op + "' does not match opening parenthesis '" +
+                            open + "' on line " + std::to_string(parens.back().line),
+                        line, col, col + 1);
             }
             return false;
           }
@@ -246,8 +264,8 @@ class Lexer {
       // The parser fails on the truncated statement; this error then replaces its own (as
       // CPython's full-source tokenizer check does).
       const Token& open = parens.back();
-      unclosed_ = Error("SyntaxError", "'" + open.text + "' was never closed", open.line,
-                        open.col, open.col + 1);
+      unclosed_ = Error("SyntaxError", "'" + open.text + "' was never closed", open.line, open.col,
+                        open.col + 1);
     }
     int end_line = std::max<int>(last_line, static_cast<int>(lines_.size())) + 1;
     if (!out->empty() && out->back().type != Tok::kNewline && out->back().type != Tok::kDedent) {
@@ -265,8 +283,8 @@ class Lexer {
                         int end_col) const {
     return MakeError(type, message, line, col, end_col);
   }
-  SyntaxErrorInfo MakeError(const std::string& type, const std::string& message, int line,
-                            int col, int end_col) const {
+  SyntaxErrorInfo MakeError(const std::string& type, const std::string& message, int line, int col,
+                            int end_col) const {
     SyntaxErrorInfo e;
     e.type = type;
     e.message = message;
@@ -433,8 +451,8 @@ class Parser {
       if (t.text == "for") return ParseFor(body);
       if (t.text == "def") return ParseDef(body);
       static const std::set<std::string> kUnsupported = {
-          "class", "try", "with", "lambda", "yield", "async", "await", "del", "assert",
-          "raise", "nonlocal", "except", "finally"};
+          "class", "try",    "with",  "lambda",   "yield",  "async",  "await",
+          "del",   "assert", "raise", "nonlocal", "except", "finally"};
       if (kUnsupported.count(t.text)) {
         Fail("'" + t.text + "' is not supported by the tapeloop interpreter", t);
         return false;
@@ -606,17 +624,23 @@ class Parser {
     }
     std::string what;
     switch (e.kind) {
-      case ExprKind::kCall: what = "function call"; break;
+      case ExprKind::kCall:
+        what = "function call";
+        break;
       case ExprKind::kInt:
       case ExprKind::kStr:
       case ExprKind::kTrue:
       case ExprKind::kFalse:
-      case ExprKind::kNone: what = "literal"; break;
+      case ExprKind::kNone:
+        what = "literal";
+        break;
       case ExprKind::kAttribute:
         FailAt("attribute assignment is not supported by the tapeloop interpreter", e.range.line,
                e.range.col);
         return;
-      default: what = "expression"; break;
+      default:
+        what = "expression";
+        break;
     }
     if (augmented) {
       FailAt("'" + what + "' is an illegal expression for augmented assignment", e.range.line,
@@ -686,15 +710,7 @@ class Parser {
     auto s = NewStmt(StmtKind::kWhile, first);
     s->exprs.push_back(ParseNamedTest());
     if (failed_) return false;
-    if (!ParseBlock(&s->body, "'while' statement", first.line)) return false;
-    if (IsKeyword("else")) {
-      int line = Peek().line;
-      ++pos_;
-      if (!ParseBlock(&s->orelse, "'else' statement", line)) return false;
-    }
-    EndBlockStmt(s.get());
-    body->push_back(std::move(s));
-    return true;
+    return ParseLoopBody(body, std::move(s), "'while' statement", first.line);
   }
 
   bool ParseFor(Block* body) {
@@ -707,8 +723,8 @@ class Parser {
       return false;
     }
     ++pos_;
-    auto target = MakeExpr(ExprKind::kName,
-                           SourceRange{name.line, name.col, name.end_line, name.end_col});
+    auto target =
+        MakeExpr(ExprKind::kName, SourceRange{name.line, name.col, name.end_line, name.end_col});
     target->name = name.text;
     if (IsOp(",")) {
       Fail("tuples are not supported by the tapeloop interpreter", Peek());
@@ -721,11 +737,16 @@ class Parser {
     s->exprs.push_back(std::move(target));
     s->exprs.push_back(ParseExpr());
     if (failed_) return false;
-    if (!ParseBlock(&s->body, "'for' statement", first.line)) return false;
+    return ParseLoopBody(body, std::move(s), "'for' statement", first.line);
+  }
+
+  // The body of a while / for loop and its optional else block; appends the loop to `body`.
+  bool ParseLoopBody(Block* body, std::unique_ptr<Stmt> s, const char* what, int line) {
+    if (!ParseBlock(&s->body, what, line)) return false;
     if (IsKeyword("else")) {
-      int line = Peek().line;
+      int else_line = Peek().line;
       ++pos_;
-      if (!ParseBlock(&s->orelse, "'else' statement", line)) return false;
+      if (!ParseBlock(&s->orelse, "'else' statement", else_line)) return false;
     }
     EndBlockStmt(s.get());
     body->push_back(std::move(s));
@@ -831,28 +852,18 @@ class Parser {
     return e;
   }
 
-  std::unique_ptr<Expr> ParseOr() {
-    auto left = ParseAnd();
-    if (failed_ || !IsKeyword("or")) return left;
-    auto e = MakeExpr(ExprKind::kBoolOp, left->outer);
-    e->op = "or";
-    e->children.push_back(std::move(left));
-    while (AcceptKeyword("or")) {
-      e->children.push_back(ParseAnd());
-      if (failed_) return e;
-    }
-    e->range = e->outer = Span(e->children.front()->outer, e->children.back()->outer);
-    return e;
-  }
+  std::unique_ptr<Expr> ParseOr() { return ParseBoolOp("or", &Parser::ParseAnd); }
+  std::unique_ptr<Expr> ParseAnd() { return ParseBoolOp("and", &Parser::ParseNot); }
 
-  std::unique_ptr<Expr> ParseAnd() {
-    auto left = ParseNot();
-    if (failed_ || !IsKeyword("and")) return left;
+  // operand (op operand)*, one kBoolOp node over all the operands (as Python's ast does).
+  std::unique_ptr<Expr> ParseBoolOp(const char* op, std::unique_ptr<Expr> (Parser::*operand)()) {
+    auto left = (this->*operand)();
+    if (failed_ || !IsKeyword(op)) return left;
     auto e = MakeExpr(ExprKind::kBoolOp, left->outer);
-    e->op = "and";
+    e->op = op;
     e->children.push_back(std::move(left));
-    while (AcceptKeyword("and")) {
-      e->children.push_back(ParseNot());
+    while (AcceptKeyword(op)) {
+      e->children.push_back((this->*operand)());
       if (failed_) return e;
     }
     e->range = e->outer = Span(e->children.front()->outer, e->children.back()->outer);
@@ -1070,9 +1081,9 @@ class Parser {
         const Token name = Peek();
         std::string attr = ParseIdentifier();
         if (failed_) return e;
-        auto a = MakeExpr(ExprKind::kAttribute,
-                          Span(e->outer, SourceRange{name.line, name.col, name.end_line,
-                                                     name.end_col}));
+        auto a =
+            MakeExpr(ExprKind::kAttribute,
+                     Span(e->outer, SourceRange{name.line, name.col, name.end_line, name.end_col}));
         a->name = attr;
         a->children.push_back(std::move(e));
         e = std::move(a);
