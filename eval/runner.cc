@@ -131,8 +131,9 @@ std::map<std::string, int64_t> TrainLengths(const nlohmann::json& config) {
 }  // namespace
 
 std::vector<std::string> SuiteNames() {
-  return {"paper-addition",       "paper-addition-short", "addition-ablations", "multiplication",
-          "multiplication-short", "code-debug",           "code-debug-short"};
+  return {"paper-addition",       "paper-addition-short", "addition-ablations",
+          "addition-ablations-short", "multiplication",   "multiplication-short",
+          "code-debug",           "code-debug-short"};
 }
 
 absl::StatusOr<EvalOptions> SuiteOptions(const std::string& name, const std::string& models_dir) {
@@ -155,16 +156,19 @@ absl::StatusOr<EvalOptions> SuiteOptions(const std::string& name, const std::str
       o.episodes = 16;
       o.seeds = {1};
     }
-  } else if (name == "addition-ablations") {
+  } else if (name == "addition-ablations" || name == "addition-ablations-short") {
+    // The short form caps the chain-of-thought model at 100 digits: its episodes are as long
+    // as the pointer model's (~38k tokens at 1,000 digits) and it fails in distribution.
+    const bool short_form = name == "addition-ablations-short";
     o.entries = {{dir("mamba2-pointer"), {"pointer"}},
                  {dir("mamba2-calculator"), {"calculator"}},
-                 {dir("mamba2-cot"), {"cot"}},
+                 {dir("mamba2-cot"), {"cot"}, short_form ? 100 : 0},
                  {dir("mamba2-direct"), {"direct"}},
                  {dir("mamba2-direct-reversed"), {"direct-reversed"}}};
     o.tasks = {"addition"};
     o.lengths = {5, 10, 20, 50, 100, 1000};
-    o.episodes = 100;
-    o.seeds = {1, 2, 3};
+    o.episodes = short_form ? 16 : 100;
+    o.seeds = short_form ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 2, 3};
   } else if (name == "multiplication" || name == "multiplication-short") {
     o.entries = {{dir("mamba2-multiplication"), {"pointer"}}};
     o.tasks = {"multiplication-n1", "multiplication-n2"};
