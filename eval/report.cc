@@ -56,7 +56,22 @@ std::string LengthUnit(const std::string& task) {
   return task == "code_debug" ? "n, functions = files" : "digits";
 }
 
-std::string Quote(const std::string& s) { return absl::StrCat("'", absl::StrReplaceAll(s, {{"'", "''"}}), "'"); }
+std::string Quote(const std::string& s) {
+  return absl::StrCat("'", absl::StrReplaceAll(s, {{"'", "''"}}), "'");
+}
+
+// Line styles for the series, in order: colours that stay apart on white (no yellow) and a
+// different marker each, so lines that lie on top of each other can still be told apart.
+constexpr char kLineTypes[] =
+    "set linetype 1 lc rgb '#0072b2' pt 7 ps 1.0\n"
+    "set linetype 2 lc rgb '#d55e00' pt 5 ps 1.0\n"
+    "set linetype 3 lc rgb '#009e73' pt 9 ps 1.3\n"
+    "set linetype 4 lc rgb '#cc79a7' pt 13 ps 1.3\n"
+    "set linetype 5 lc rgb '#000000' pt 11 ps 1.3\n"
+    "set linetype 6 lc rgb '#e69f00' pt 3 ps 1.3\n"
+    "set linetype 7 lc rgb '#56b4e9' pt 1 ps 1.3\n"
+    "set linetype 8 lc rgb '#7f7f7f' pt 2 ps 1.3\n"
+    "set linetype cycle 8\n";
 
 // A gnuplot script that draws the same figure as SVG and PNG.
 std::string AccuracyScript(const std::string& task,
@@ -67,16 +82,17 @@ std::string AccuracyScript(const std::string& task,
   for (const auto& [name, cells] : series) {
     absl::StrAppend(&s, "$d", k++, " << EOD\n");
     for (const Aggregate& a : cells) {
-      absl::StrAppendFormat(&s, "%d %.4f %.4f %.4f\n", a.length, 100 * a.accuracy,
-                            100 * a.seed_min, 100 * a.seed_max);
+      absl::StrAppendFormat(&s, "%d %.4f %.4f %.4f\n", a.length, 100 * a.accuracy, 100 * a.seed_min,
+                            100 * a.seed_max);
     }
     absl::StrAppend(&s, "EOD\n");
   }
   std::string body = absl::StrCat(
-      "set logscale x\nset xlabel 'problem length (", LengthUnit(task), ", log scale)'\n"
+      kLineTypes, "set logscale x\nset xlabel 'problem length (", LengthUnit(task),
+      ", log scale)'\n"
       "set ylabel 'exact match (%)'\nset yrange [-3:103]\nset grid ytics lc rgb '#dddddd'\n"
-      "set key outside right top box\nset title ", Quote(absl::StrCat(task, ": accuracy vs length")),
-      "\n");
+      "set key outside right top box\nset title ",
+      Quote(absl::StrCat(task, ": accuracy vs length")), "\n");
   if (train_max > 0) {
     absl::StrAppendFormat(&body,
                           "set object 1 rect from 0.8, graph 0 to %d, graph 1 fillcolor rgb "
@@ -87,16 +103,16 @@ std::string AccuracyScript(const std::string& task,
   std::vector<std::string> plots;
   k = 0;
   for (const auto& [name, cells] : series) {
-    plots.push_back(absl::StrCat("$d", k, " using 1:2:3:4 with yerrorlines lw 2 pt 7 ps 0.8 title ",
-                                 Quote(name)));
+    plots.push_back(
+        absl::StrCat("$d", k, " using 1:2:3:4 with yerrorlines lw 2 title ", Quote(name)));
     ++k;
   }
   absl::StrAppend(&body, "plot ", absl::StrJoin(plots, ", \\\n  "), "\n");
   std::string stem = (dir / absl::StrCat("accuracy_", task)).string();
   absl::StrAppend(&s, "set terminal svg size 960,560 dynamic font 'DejaVu Sans,13'\n",
                   "set output ", Quote(stem + ".svg"), "\n", body,
-                  "set terminal pngcairo size 1280,750 font 'DejaVu Sans,14'\n",
-                  "set output ", Quote(stem + ".png"), "\n", "replot\nset output\n");
+                  "set terminal pngcairo size 1280,750 font 'DejaVu Sans,14'\n", "set output ",
+                  Quote(stem + ".png"), "\n", "replot\nset output\n");
   return s;
 }
 
@@ -117,17 +133,22 @@ std::string CostScript(const std::string& task,
   std::vector<std::string> time_plots, token_plots, bytes_plots;
   k = 0;
   for (const auto& [name, cells] : series) {
-    time_plots.push_back(absl::StrCat("$c", k, " using 1:2 with linespoints lw 2 pt 7 title ", Quote(name)));
-    token_plots.push_back(absl::StrCat("$c", k, " using 1:3 with linespoints lw 2 pt 7 title ", Quote(name)));
-    bytes_plots.push_back(absl::StrCat("$c", k, " using 1:4 with linespoints lw 2 pt 7 title ", Quote(name)));
+    time_plots.push_back(
+        absl::StrCat("$c", k, " using 1:2 with linespoints lw 2 title ", Quote(name)));
+    token_plots.push_back(
+        absl::StrCat("$c", k, " using 1:3 with linespoints lw 2 title ", Quote(name)));
+    bytes_plots.push_back(
+        absl::StrCat("$c", k, " using 1:4 with linespoints lw 2 title ", Quote(name)));
     ++k;
   }
   std::string body = absl::StrCat(
-      "set multiplot layout 1,3 title ", Quote(absl::StrCat(task, ": cost per episode")), "\n",
+      kLineTypes, "set multiplot layout 1,3 title ",
+      Quote(absl::StrCat(task, ": cost per episode")), "\n",
       "set logscale xy\nset grid lc rgb '#dddddd'\nset key top left font ',10'\n"
-      "set xlabel 'length (", LengthUnit(task), ")'\nset ylabel 'wall time (ms)'\nplot ",
-      absl::StrJoin(time_plots, ", "), "\nset ylabel 'generated tokens'\nplot ",
-      absl::StrJoin(token_plots, ", "), "\nset ylabel 'peak session state (bytes)'\nplot ",
+      "set xlabel 'length (",
+      LengthUnit(task), ")'\nset ylabel 'wall time (ms)'\nplot ", absl::StrJoin(time_plots, ", "),
+      "\nset ylabel 'generated tokens'\nplot ", absl::StrJoin(token_plots, ", "),
+      "\nset ylabel 'peak session state (bytes)'\nset key bottom right\nplot ",
       absl::StrJoin(bytes_plots, ", "), "\nunset multiplot\n");
   std::string stem = (dir / absl::StrCat("cost_", task)).string();
   absl::StrAppend(&s, "set terminal svg size 1500,480 dynamic font 'DejaVu Sans,12'\n",
@@ -138,7 +159,8 @@ std::string CostScript(const std::string& task,
 }
 
 bool RunGnuplot(const fs::path& script) {
-  std::string cmd = absl::StrCat("gnuplot ", Quote(script.string()), " 2>", Quote(script.string() + ".log"));
+  std::string cmd =
+      absl::StrCat("gnuplot ", Quote(script.string()), " 2>", Quote(script.string() + ".log"));
   return std::system(cmd.c_str()) == 0;
 }
 
@@ -172,21 +194,24 @@ std::string MarkdownReport(const ReportInput& input, const std::vector<Aggregate
       int64_t n = it == input.train_length.end() ? 0 : it->second;
       absl::StrAppend(&md, "| ", name, " | ", LengthGeneralization(n, v), " |");
       for (int64_t L : lengths) {
-        auto c = std::find_if(v.begin(), v.end(), [&](const Aggregate& a) { return a.length == L; });
+        auto c =
+            std::find_if(v.begin(), v.end(), [&](const Aggregate& a) { return a.length == L; });
         if (c == v.end()) {
           absl::StrAppend(&md, " |");
         } else if (c->by_seed.size() > 1) {
-          absl::StrAppend(&md, " ", Pct(c->accuracy), " [", Pct(c->seed_min), "-",
-                          Pct(c->seed_max), "] |");
+          absl::StrAppend(&md, " ", Pct(c->accuracy), " [", Pct(c->seed_min), "-", Pct(c->seed_max),
+                          "] |");
         } else {
           absl::StrAppend(&md, " ", Pct(c->accuracy), " |");
         }
       }
       absl::StrAppend(&md, "\n");
     }
-    absl::StrAppend(&md, "\nCost per episode (mean wall ms / generated tokens / peak state bytes):\n\n"
-                         "| model / mode | length | episodes | wall ms | tokens | state bytes | digit acc |\n"
-                         "|---|---|---|---|---|---|---|\n");
+    absl::StrAppend(
+        &md,
+        "\nCost per episode (mean wall ms / generated tokens / peak state bytes):\n\n"
+        "| model / mode | length | episodes | wall ms | tokens | state bytes | digit acc |\n"
+        "|---|---|---|---|---|---|---|\n");
     for (const auto& [name, v] : series) {
       for (const Aggregate& a : v) {
         absl::StrAppendFormat(&md, "| %s | %d | %d | %.1f | %.0f | %.0f | %s |\n", name, a.length,
@@ -202,17 +227,24 @@ absl::Status WriteReport(const ReportInput& input, const std::string& dir_name) 
   fs::path dir(dir_name);
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("report: cannot create ", dir_name, ": ", ec.message()));
+  if (ec)
+    return absl::UnavailableError(
+        absl::StrCat("report: cannot create ", dir_name, ": ", ec.message()));
   std::vector<Aggregate> cells = AggregateRows(input.episodes);
 
   // aggregate.json and episodes.jsonl
-  nlohmann::json agg = {{"run_id", input.run_id}, {"config", input.config}, {"cells", nlohmann::json::array()}};
+  nlohmann::json agg = {
+      {"run_id", input.run_id}, {"config", input.config}, {"cells", nlohmann::json::array()}};
   for (const Aggregate& a : cells) {
     nlohmann::json seeds = nlohmann::json::object();
     for (auto& [seed, acc] : a.by_seed) seeds[std::to_string(seed)] = acc;
-    agg["cells"].push_back({{"task", a.task}, {"model", a.model}, {"mode", a.mode},
-                            {"length", a.length}, {"episodes", a.episodes},
-                            {"accuracy", a.accuracy}, {"accuracy_by_seed", seeds},
+    agg["cells"].push_back({{"task", a.task},
+                            {"model", a.model},
+                            {"mode", a.mode},
+                            {"length", a.length},
+                            {"episodes", a.episodes},
+                            {"accuracy", a.accuracy},
+                            {"accuracy_by_seed", seeds},
                             {"digit_accuracy", a.digit_accuracy},
                             {"trajectory_match", a.trajectory_match},
                             {"mean_wall_ms", a.mean_wall_ms},
@@ -222,12 +254,19 @@ absl::Status WriteReport(const ReportInput& input, const std::string& dir_name) 
   RETURN_IF_ERROR(WriteFile(dir / "aggregate.json", DumpJson(agg, 2) + "\n"));
   std::string jsonl;
   for (const EpisodeRow& r : input.episodes) {
-    nlohmann::json line = {{"model", r.key.model}, {"task", r.key.task}, {"mode", r.key.mode},
-                           {"length", r.key.length}, {"seed", r.key.seed}, {"index", r.key.index},
-                           {"correct", r.correct}, {"trajectory_match", r.trajectory_match},
+    nlohmann::json line = {{"model", r.key.model},
+                           {"task", r.key.task},
+                           {"mode", r.key.mode},
+                           {"length", r.key.length},
+                           {"seed", r.key.seed},
+                           {"index", r.key.index},
+                           {"correct", r.correct},
+                           {"trajectory_match", r.trajectory_match},
                            {"digit_accuracy", r.digit_accuracy},
-                           {"generated_tokens", r.generated_tokens}, {"tool_calls", r.tool_calls},
-                           {"wall_ms", r.wall_ms}, {"peak_state_bytes", r.peak_state_bytes},
+                           {"generated_tokens", r.generated_tokens},
+                           {"tool_calls", r.tool_calls},
+                           {"wall_ms", r.wall_ms},
+                           {"peak_state_bytes", r.peak_state_bytes},
                            {"record", r.record}};
     absl::StrAppend(&jsonl, DumpJson(line), "\n");
   }
@@ -251,7 +290,8 @@ absl::Status WriteReport(const ReportInput& input, const std::string& dir_name) 
     figures.push_back(task);
   }
   if (!plotted) {
-    absl::StrAppend(&md, "\n(plots could not be drawn: gnuplot failed or is missing; see the .gp.log files)\n");
+    absl::StrAppend(
+        &md, "\n(plots could not be drawn: gnuplot failed or is missing; see the .gp.log files)\n");
   } else {
     absl::StrAppend(&md, "\n## Figures\n\n");
     for (const std::string& task : figures) {
@@ -278,7 +318,9 @@ absl::Status WriteReport(const ReportInput& input, const std::string& dir_name) 
       in_table = true;
       std::vector<std::string> cols = absl::StrSplit(l.substr(1, l.size() - 2), '|');
       absl::StrAppend(&html, "<tr>");
-      for (auto& c : cols) absl::StrAppend(&html, "<td>", HtmlEscape(std::string(absl::StripAsciiWhitespace(c))), "</td>");
+      for (auto& c : cols)
+        absl::StrAppend(&html, "<td>", HtmlEscape(std::string(absl::StripAsciiWhitespace(c))),
+                        "</td>");
       absl::StrAppend(&html, "</tr>\n");
       continue;
     }
