@@ -12,6 +12,8 @@ PACKAGES=(
   python3 python3-grpcio python3-grpc-tools python3-numpy
   clang libclang-rt-14-dev openssl
 )
+# clang and libclang-rt-14-dev (libclang_rt.fuzzer and the ASan / UBSan runtimes) are for the
+# libFuzzer build of scripts/fuzz.sh, which CI runs (.ci/run).
 
 missing=()
 for p in "${PACKAGES[@]}"; do

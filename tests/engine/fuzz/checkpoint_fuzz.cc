@@ -4,20 +4,31 @@
 // CMake for clang builds with -fsanitize=fuzzer. checkpoint_fuzz_test.cc includes this file to
 // run the same entry point over seeded random and mutated inputs in every build.
 //
-// Input layout: byte 0 selects the target, the rest is the payload:
+// Input layout: byte 0 selects the target (modulo 4), the rest is the payload:
 //   0: ParseSafetensors; if it parses, the tensors are also offered to a tiny model (FromTensors)
 //   1: ParseModelConfig; if it parses and is small, RandomInit + one forward pass
 //   2: SessionState::Restore into a tiny model's session, then one decode step if it succeeds
+//   3: as 2, but the payload's trailing 8 bytes are first replaced by its correct checksum, so
+//      mutations reach the layout checks and the state data behind the checksum
 // Every input must come back as OK or a Status; any crash, hang or sanitizer report is a bug.
+//
+// With TAPELOOP_FUZZ_SEED_DIR set, the libFuzzer binary first writes one valid input per target
+// (the tiny model's safetensors, its config, a snapshot of a session) into that folder, for
+// scripts/fuzz.sh to seed the corpus with, then fuzzes as usual.
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/checkpoint/safetensors.h"
 #include "engine/models/config.h"
 #include "engine/models/model.h"
 #include "engine/session/session.h"
+#include "engine/session/state.h"
 
 namespace tapeloop::engine::fuzz {
 
@@ -51,7 +62,7 @@ inline const Model& FuzzModel() {
 inline void FuzzOne(const uint8_t* data, size_t size) {
   if (size == 0) return;
   const absl::string_view payload(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 3) {
+  switch (data[0] % 4) {
     case 0: {
       auto file = ParseSafetensors(payload);
       if (file.ok()) {
@@ -87,10 +98,44 @@ inline void FuzzOne(const uint8_t* data, size_t size) {
       if (s.Restore(payload).ok()) (void)s.Decode(1);
       break;
     }
+    case 3: {
+      if (payload.size() < 8) break;
+      std::string bytes(payload);
+      const uint64_t sum = Fnv1a64(bytes.data(), bytes.size() - 8);
+      std::memcpy(bytes.data() + bytes.size() - 8, &sum, 8);
+      Session s(&FuzzModel());
+      if (s.Restore(bytes).ok()) (void)s.Decode(1);
+      break;
+    }
   }
 }
 
+// One valid input per target for FuzzModel(), each prefixed with its selector byte.
+inline std::vector<std::string> ValidSeeds() {
+  const Model& model = FuzzModel();
+  std::vector<TensorRef> refs;
+  for (const ParamEntry& p : model.params()) {
+    refs.push_back({p.name, p.shape, model.param_data() + p.offset});
+  }
+  Session s(&model);
+  const int32_t tokens[3] = {1, 2, 3};
+  (void)s.Append(tokens);
+  return {std::string(1, '\0') + SerializeSafetensors(refs, {{"format", "pt"}}),
+          std::string(1, '\1') + ModelConfigToJson(model.config()),
+          std::string(1, '\2') + s.Snapshot(), std::string(1, '\3') + s.Snapshot()};
+}
+
 }  // namespace tapeloop::engine::fuzz
+
+extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
+  const char* dir = std::getenv("TAPELOOP_FUZZ_SEED_DIR");
+  if (dir == nullptr || *dir == '\0') return 0;
+  const std::vector<std::string> seeds = tapeloop::engine::fuzz::ValidSeeds();
+  for (size_t i = 0; i < seeds.size(); ++i) {
+    std::ofstream(std::string(dir) + "/valid_" + std::to_string(i), std::ios::binary) << seeds[i];
+  }
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tapeloop::engine::fuzz::FuzzOne(data, size);

@@ -1,14 +1,16 @@
 // Runs the libFuzzer entry point of checkpoint_fuzz.cc over a few thousand seeded random and
 // mutated inputs (valid safetensors files, configs and snapshots with bytes flipped, cut,
 // duplicated or the header length changed), so CI exercises it without clang's libFuzzer.
+#include "tests/engine/fuzz/checkpoint_fuzz.cc"  // NOLINT: the fuzz target's entry point
+
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "engine/checkpoint/safetensors.h"
-#include "tests/engine/fuzz/checkpoint_fuzz.cc"  // NOLINT: the fuzz target's entry point
 
 namespace tapeloop::engine {
 namespace {
@@ -65,12 +67,15 @@ TEST(CheckpointFuzz, SeededRandomAndMutatedInputsNeverCrash) {
   std::vector<std::string> seeds = {
       std::string(1, '\0') + SerializeSafetensors(refs, {{"format", "pt"}}),
       std::string(1, '\1') + ModelConfigToJson(model.config()),
-      std::string(1, '\1') + R"({"model_type":"mamba2","hidden_size":8,"num_hidden_layers":1,"state_size":4,
+      std::string(1, '\1') +
+          R"({"model_type":"mamba2","hidden_size":8,"num_hidden_layers":1,"state_size":4,
           "expand":2,"head_dim":4,"num_heads":4,"n_groups":2,"vocab_size":5,"chunk_size":3,
           "time_step_limit":[0.0,{"__float__":"Infinity"}]})",
-      std::string(1, '\1') + R"({"model_type":"mistral","hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
+      std::string(1, '\1') +
+          R"({"model_type":"mistral","hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
           "num_attention_heads":2,"vocab_size":5,"sliding_window":2})",
       std::string(1, '\2') + s.Snapshot(),
+      std::string(1, '\3') + s.Snapshot(),
   };
   std::mt19937 rng(20261128);
   int runs = 0;
@@ -90,6 +95,42 @@ TEST(CheckpointFuzz, SeededRandomAndMutatedInputsNeverCrash) {
     ++runs;
   }
   EXPECT_EQ(runs, 6000 + static_cast<int>(seeds.size()));
+}
+
+// The seeds the libFuzzer binary writes for scripts/fuzz.sh are inputs each loader accepts, so
+// the coverage-guided run starts past the format checks.
+TEST(CheckpointFuzz, WrittenSeedsAreValidInputs) {
+  const std::vector<std::string> seeds = fuzz::ValidSeeds();
+  ASSERT_EQ(seeds.size(), 4u);
+  for (size_t i = 0; i < seeds.size(); ++i) {
+    ASSERT_FALSE(seeds[i].empty());
+    EXPECT_EQ(seeds[i][0], static_cast<char>(i)) << "seed " << i;
+  }
+  const Model& model = fuzz::FuzzModel();
+  auto file = ParseSafetensors(absl::string_view(seeds[0]).substr(1));
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto reloaded = Model::FromTensors(model.config(), std::move(file->tensors));
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  ASSERT_EQ((*reloaded)->num_params(), model.num_params());
+  EXPECT_EQ(std::memcmp((*reloaded)->param_data(), model.param_data(),
+                        model.num_params() * sizeof(float)),
+            0);
+  auto config = ParseModelConfig(absl::string_view(seeds[1]).substr(1));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->pattern, model.config().pattern);
+  for (size_t i : {2u, 3u}) {
+    Session s(&model);
+    ASSERT_TRUE(s.Restore(absl::string_view(seeds[i]).substr(1)).ok()) << "seed " << i;
+    EXPECT_EQ(s.position(), 3);
+  }
+  // Mode 3 repairs the checksum: a flipped state byte restores there but not in mode 2.
+  std::string flipped = seeds[3].substr(1);
+  flipped[flipped.size() - 12] ^= 0x40;
+  Session s(&model);
+  EXPECT_FALSE(s.Restore(flipped).ok());
+  const uint64_t sum = Fnv1a64(flipped.data(), flipped.size() - 8);
+  std::memcpy(flipped.data() + flipped.size() - 8, &sum, 8);
+  EXPECT_TRUE(s.Restore(flipped).ok());
 }
 
 }  // namespace
