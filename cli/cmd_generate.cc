@@ -6,7 +6,9 @@
 // the continuation. Bad flags, prompt or checkpoint: one line on stderr, exit 2.
 #include <sys/stat.h>
 
+#include <cmath>
 #include <iostream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -42,7 +44,24 @@ int RunGenerate(int argc, char** argv) {
                                 temperature.status(), top_k.status(), top_p.status(), seed.status()}) {
     if (!s.ok()) return Fail("generate", s, 2);
   }
-  if (*max_tokens < 0) return Fail("generate", absl::InvalidArgumentError("missing or negative --max-tokens"), 2);
+  // Each bad value is reported with its flag (the int ones must also fit an int).
+  auto bad = [](const std::string& message) {
+    return Fail("generate", absl::InvalidArgumentError(message), 2);
+  };
+  constexpr int64_t kIntMax = std::numeric_limits<int>::max();
+  if (!args.Get("max-tokens")) return bad("missing required flag --max-tokens");
+  if (*max_tokens < 0 || *max_tokens > kIntMax) {
+    return bad(absl::StrCat("--max-tokens: ", *max_tokens, " is outside [0, ", kIntMax, "]"));
+  }
+  if (!std::isfinite(*temperature)) {
+    return bad(absl::StrCat("--temperature: must be finite, got ", *temperature));
+  }
+  if (*top_k < 0 || *top_k > kIntMax) {
+    return bad(absl::StrCat("--top-k: ", *top_k, " is outside [0, ", kIntMax, "]"));
+  }
+  if (!(*top_p > 0.0 && *top_p <= 1.0)) {
+    return bad(absl::StrCat("--top-p: ", *top_p, " is outside (0, 1]"));
+  }
   engine::SamplingParams params;
   params.temperature = static_cast<float>(*temperature);
   params.top_k = static_cast<int>(*top_k);
@@ -50,7 +69,12 @@ int RunGenerate(int argc, char** argv) {
   if (auto s = engine::ValidateSamplingParams(params); !s.ok()) return Fail("generate", s, 2);
 
   auto model = engine::Model::Load(*dir);
-  if (!model.ok()) return Fail("generate", model.status(), 2);
+  if (!model.ok()) {
+    return Fail(
+        "generate",
+        absl::Status(model.status().code(), absl::StrCat("--model: ", model.status().message())),
+        2);
+  }
   const engine::ModelConfig& config = (*model)->config();
   Tokenizer tokenizer;
   struct stat st;
@@ -62,7 +86,13 @@ int RunGenerate(int argc, char** argv) {
   std::vector<int32_t> ids;
   if (config.bos_token_id >= 0) ids.push_back(static_cast<int32_t>(config.bos_token_id));
   for (TokenId id : tokenizer.Encode(*prompt)) ids.push_back(id);
-  if (ids.empty()) return Fail("generate", absl::InvalidArgumentError("empty prompt and no bos_token_id"), 2);
+  if (ids.empty()) return bad("--prompt: empty and the model has no bos_token_id");
+  for (int32_t id : ids) {
+    if (id < 0 || id >= config.vocab_size) {
+      return bad(absl::StrCat("--prompt: token ", id, " ('", tokenizer.TokenText(id),
+                              "') is outside the model's vocabulary [0, ", config.vocab_size, ")"));
+    }
+  }
   if (config.eos_token_id >= 0) params.stop_tokens.push_back(static_cast<int32_t>(config.eos_token_id));
 
   engine::Session session(model->get(), static_cast<uint64_t>(*seed));

@@ -19,24 +19,40 @@
 namespace tapeloop::cli {
 namespace {
 
+// "3,1,4" -> {3, 1, 4}; an error naming --ids and the first entry that is not an integer.
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text) {
   std::vector<int32_t> ids;
   for (absl::string_view part : absl::StrSplit(text, ',')) {
     int32_t id;
     if (!absl::SimpleAtoi(part, &id)) {
-      return absl::InvalidArgumentError(absl::StrCat("--ids: '", std::string(part), "' is not an integer token id"));
+      return absl::InvalidArgumentError(absl::StrCat("--ids: '", std::string(part), "' (entry ",
+                                                     ids.size() + 1,
+                                                     ") is not an integer token id"));
     }
     ids.push_back(id);
   }
   return ids;
 }
 
+// An error naming --ids, the first id outside [0, vocab_size) and its position.
+absl::Status CheckIds(const std::vector<int32_t>& ids, int64_t vocab_size) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("--ids: token id ", ids[i], " (entry ", i + 1,
+                                                     ") is outside the model's vocabulary [0, ",
+                                                     vocab_size, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 int RunLogits(int argc, char** argv) {
   Args args(argc, argv, {"help"});
   if (args.Bool("help")) {
-    std::cout << "usage: tapeloop logits --model DIR --ids 3,1,4\n"
-                 "  --model  checkpoint directory (HF format: config.json + model.safetensors)\n"
-                 "  --ids    comma-separated token ids; prints one JSON row of logits per position\n";
+    std::cout
+        << "usage: tapeloop logits --model DIR --ids 3,1,4\n"
+           "  --model  checkpoint directory (HF format: config.json + model.safetensors)\n"
+           "  --ids    comma-separated token ids; prints one JSON row of logits per position\n";
     return 0;
   }
   auto dir = args.Require("model");
@@ -47,11 +63,18 @@ int RunLogits(int argc, char** argv) {
   auto ids = ParseIds(*ids_text);
   if (!ids.ok()) return Fail("logits", ids.status(), 2);
   auto model = engine::Model::Load(*dir);
-  if (!model.ok()) return Fail("logits", model.status(), 2);
+  if (!model.ok()) {
+    return Fail(
+        "logits",
+        absl::Status(model.status().code(), absl::StrCat("--model: ", model.status().message())),
+        2);
+  }
+  if (auto s = CheckIds(*ids, (*model)->config().vocab_size); !s.ok()) return Fail("logits", s, 2);
   engine::Session session(model->get());
   auto logits = session.Append(*ids, /*all_logits=*/true);
   if (!logits.ok()) {
-    return Fail("logits", logits.status(), logits.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
+    return Fail("logits", logits.status(),
+                logits.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
   }
   const int64_t V = (*model)->config().vocab_size;
   char buf[32];
@@ -71,7 +94,8 @@ int RunLogits(int argc, char** argv) {
 
 }  // namespace
 
-TAPELOOP_REGISTER_COMMAND("logits", "print a model's logits for token ids (one JSON row per position)",
+TAPELOOP_REGISTER_COMMAND("logits",
+                          "print a model's logits for token ids (one JSON row per position)",
                           RunLogits);
 
 }  // namespace tapeloop::cli
