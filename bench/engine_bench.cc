@@ -4,10 +4,17 @@
 // bandwidth). Prints a markdown report (docs/performance.md "## Engine" holds a copy).
 //
 //   engine_bench [--sizes 1m,25m] [--families mamba2,llama,mistral,nemotron_h] [--steps N]
+//   engine_bench --model DIR[,DIR...] [--batches 1,16,64,256] [--steps N]
+//
+// With --model, checkpoints (e.g. models/mamba2-pointer) are measured instead: decode tokens/s
+// and CPU microseconds per token (process CPU time, all threads) at each batch size, best of a
+// few repetitions, and the ratio of each batch's tokens/s to batch 1's.
 //
 // A plain driver (timed loops, best of a few repetitions) rather than Google Benchmark fixtures:
 // each figure needs a model and sessions set up first, and the run must stay short on a shared
 // 2-core machine.
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -118,7 +125,14 @@ struct Row {
   int64_t state1k = 0, state10k = 0, state100k = 0;
 };
 
-double DecodeRate(const Model& m, int batch, int prompt, int steps, int reps) {
+double CpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+// Decode tokens/s (best of `reps`) and the CPU microseconds per token of that repetition.
+double DecodeRate(const Model& m, int batch, int prompt, int steps, int reps, double* cpu_us = nullptr) {
   std::vector<std::unique_ptr<Session>> sessions;
   std::vector<Session*> ptrs;
   for (int b = 0; b < batch; ++b) {
@@ -131,11 +145,40 @@ double DecodeRate(const Model& m, int batch, int prompt, int steps, int reps) {
   (void)DecodeBatch(ptrs, toks);  // warm-up
   double best = 0;
   for (int rep = 0; rep < reps; ++rep) {
+    const double c0 = CpuSeconds();
     auto t0 = Clock::now();
     for (int s = 0; s < steps; ++s) (void)DecodeBatch(ptrs, toks);
-    best = std::max(best, batch * steps / Seconds(t0, Clock::now()));
+    const double rate = batch * steps / Seconds(t0, Clock::now());
+    if (rate > best) {
+      best = rate;
+      if (cpu_us) *cpu_us = (CpuSeconds() - c0) * 1e6 / (batch * steps);
+    }
   }
   return best;
+}
+
+// --model: decode of checkpoints at the given batch sizes.
+int BenchCheckpoints(const std::vector<std::string>& dirs, const std::vector<int>& batches, int steps) {
+  std::printf("| model | params | batch | decode tok/s | CPU us / token | vs batch 1 |\n|---|---|---|---|---|---|\n");
+  for (const std::string& dir : dirs) {
+    auto model = Model::Load(dir);
+    if (!model.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
+      return 1;
+    }
+    double base = 0;
+    for (int b : batches) {
+      double cpu_us = 0;
+      // About the same number of tokens per repetition at every batch size.
+      const int n = std::max(4, steps * 64 / std::max(b, 1));
+      const double rate = DecodeRate(**model, b, 64, n, 5, &cpu_us);
+      if (base == 0) base = rate;
+      std::printf("| %s | %.2fM | %d | %.0f | %.1f | %.2fx |\n", dir.c_str(), (*model)->num_params() / 1e6, b, rate,
+                  cpu_us, rate / base);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
 }
 
 Row Run(Family f, bool big, double bandwidth, int steps) {
@@ -189,17 +232,28 @@ std::vector<std::string> Split(const std::string& s) {
 }
 
 int Main(int argc, char** argv) {
-  std::string sizes = "1m,25m", families = "mamba2,llama,mistral,nemotron_h";
+  std::string sizes = "1m,25m", families = "mamba2,llama,mistral,nemotron_h", models, batches = "1,16,64,256";
   int steps = 32;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--sizes") sizes = argv[i + 1];
     else if (flag == "--families") families = argv[i + 1];
     else if (flag == "--steps") steps = std::max(8, std::atoi(argv[i + 1]));
+    else if (flag == "--model") models = argv[i + 1];
+    else if (flag == "--batches") batches = argv[i + 1];
     else {
-      std::fprintf(stderr, "usage: engine_bench [--sizes 1m,25m] [--families ...] [--steps N]\n");
+      std::fprintf(stderr,
+                   "usage: engine_bench [--sizes 1m,25m] [--families ...] [--steps N]\n"
+                   "       engine_bench --model DIR[,DIR...] [--batches 1,16,64,256] [--steps N]\n");
       return 2;
     }
+  }
+  if (!models.empty()) {
+    std::printf("engine threads: %d, hardware threads: %u, %s\n\n", EngineThreads(),
+                std::thread::hardware_concurrency(), BlasDescription().c_str());
+    std::vector<int> b;
+    for (const std::string& x : Split(batches)) b.push_back(std::max(1, std::atoi(x.c_str())));
+    return BenchCheckpoints(Split(models), b, steps);
   }
   const double bw = MeasureBandwidth(512);
   const double bw_cached = MeasureBandwidth(96);

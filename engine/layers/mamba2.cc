@@ -160,8 +160,8 @@ void Mamba2Forward(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, 
   LinearForwardRef(out, y.data(), w.out_proj_w, w.out_proj_b, T, inner, d.dim);
 }
 
-void Mamba2Step(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, int64_t B, float* out,
-                const Mamba2State* states) {
+void Mamba2StepRef(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, int64_t B, float* out,
+                   const Mamba2State* states) {
   const int64_t inner = d.inner(), C = d.conv_dim(), PD = d.proj_dim(), H = d.heads;
   const int64_t P = d.head_dim, N = d.state, K = d.conv_kernel;
   std::vector<float> proj(B * PD);  // f32 [B, inner + conv_dim + H]
@@ -201,6 +201,68 @@ void Mamba2Step(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, int
     }
   });
   GatedRmsNormForward(y.data(), y.data(), inner, proj.data(), PD, w.norm_w, B, inner, d.norm_group, d.eps);
+  LinearForwardRef(out, y.data(), w.out_proj_w, w.out_proj_b, B, inner, d.dim);
+}
+
+void Mamba2Step(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, int64_t B, float* out,
+                const Mamba2State* states) {
+  const int64_t inner = d.inner(), C = d.conv_dim(), PD = d.proj_dim(), H = d.heads;
+  const int64_t P = d.head_dim, N = d.state, K = d.conv_kernel, G = d.groups;
+  const int64_t heads_per_group = H / G;
+  TL_CHECK(d.norm_group > 0 && inner % d.norm_group == 0);
+  std::vector<float> proj(B * PD);  // f32 [B, inner + conv_dim + H]
+  LinearForwardRef(proj.data(), x, w.in_proj_w, w.in_proj_b, B, d.dim, PD);
+  // Per call (shared by the batch): the conv weights transposed f32 [K, C], A = -exp(A_log).
+  std::vector<float> wt(K * C), A(H);
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t k = 0; k < K; ++k) wt[k * C + c] = w.conv_w[c * K + k];
+  }
+  for (int64_t h = 0; h < H; ++h) A[h] = -std::exp(w.A_log[h]);
+  std::vector<float> y(B * inner);  // f32 [B, inner]: gated, normed SSM output
+  ParallelFor(B, 4, [&](int64_t b0, int64_t b1) {
+    std::vector<float> o(C), dA(H), dt(H), dx(P);  // xBC f32 [C]; per head f32 [H]; f32 [P]
+    for (int64_t b = b0; b < b1; ++b) {
+      const float* pr = proj.data() + b * PD;  // [z | xBC | dt]
+      const float* in = pr + inner;
+      float* cs = states[b].conv;
+      // Conv over [state rows; in] + SiLU, then shift the state.
+      if (w.conv_b) {
+        std::memcpy(o.data(), w.conv_b, sizeof(float) * C);
+      } else {
+        std::fill(o.begin(), o.end(), 0.0f);
+      }
+      for (int64_t k = 0; k < K - 1; ++k) VecMulAdd(wt.data() + k * C, cs + k * C, o.data(), C);
+      VecMulAdd(wt.data() + (K - 1) * C, in, o.data(), C);
+      VecSilu(o.data(), o.data(), C);
+      if (K > 1) {
+        std::memmove(cs, cs + C, sizeof(float) * (K - 2) * C);
+        std::memcpy(cs + (K - 2) * C, in, sizeof(float) * C);
+      }
+      // dt = clamp(softplus(raw + dt_bias)), decay = exp(dt A).
+      for (int64_t h = 0; h < H; ++h) {
+        dt[h] = Dt(d, w, pr[inner + C + h], static_cast<int>(h));
+        dA[h] = dt[h] * A[h];
+      }
+      VecExp(dA.data(), dA.data(), H);
+      float* yb = y.data() + b * inner;
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t g = h / heads_per_group;
+        const float* xh = o.data() + h * P;
+        for (int64_t p = 0; p < P; ++p) dx[p] = dt[h] * xh[p];
+        float* yh = yb + h * P;
+        SsmHeadUpdate(states[b].ssm + h * P * N, P, N, dA[h], dx.data(), o.data() + inner + g * N,
+                      o.data() + inner + (G + g) * N, yh);
+        VecAxpy(w.D[h], xh, yh, P);
+      }
+      // Gated RMSNorm: y * silu(z), normalized per group, times the weight.
+      VecMulSilu(yb, pr, yb, inner);
+      for (int64_t g0 = 0; g0 < inner; g0 += d.norm_group) {
+        const double ss = VecSumSquares(yb + g0, d.norm_group);
+        const float inv = 1.0f / std::sqrt(static_cast<float>(ss / d.norm_group) + d.eps);
+        VecScaleMul(w.norm_w + g0, inv, yb + g0, d.norm_group);
+      }
+    }
+  });
   LinearForwardRef(out, y.data(), w.out_proj_w, w.out_proj_b, B, inner, d.dim);
 }
 

@@ -79,9 +79,17 @@ struct Mamba2Saved {
 void Mamba2Forward(const Mamba2Dims& dims, const Mamba2Weights& w, const float* x, int64_t T,
                    float* out, Mamba2State state, Mamba2Saved* saved = nullptr);
 
-// x, out: f32 [B, D], one token per session; states[b] advanced by one token.
+// x, out: f32 [B, D], one token per session; states[b] advanced by one token. The fast path:
+// per session, the conv, SiLU, the state update of each head and the gated norm run fused
+// through the vectorized loops of kernels/vec.h (a polynomial exp). Equal to Mamba2StepRef to
+// float rounding (tests/engine/layers/mamba2_step_test.cc). Thread-safe for distinct states.
 void Mamba2Step(const Mamba2Dims& dims, const Mamba2Weights& w, const float* x, int64_t B,
                 float* out, const Mamba2State* states);
+
+// The plain reference of Mamba2Step (same contract): libm exp / log1p, one state row at a time,
+// then GatedRmsNormForward over the batch.
+void Mamba2StepRef(const Mamba2Dims& dims, const Mamba2Weights& w, const float* x, int64_t B,
+                   float* out, const Mamba2State* states);
 
 }  // namespace tapeloop::engine
 

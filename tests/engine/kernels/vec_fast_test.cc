@@ -1,0 +1,104 @@
+// The decode step's vectorized loops (kernels/vec.h) against the plain loops they replace:
+// libm exp, SiLU as v / (1 + exp(-v)), sequential double sums, one SsmRowUpdate per row.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/kernels/vec.h"
+
+namespace tapeloop::engine {
+namespace {
+
+// |a - b| <= ulps * the float spacing at b (plus a tiny absolute floor for values near 0).
+void ExpectUlps(float a, float b, double ulps, const char* what, float input) {
+  const double spacing = std::abs(std::nextafter(b, INFINITY) - b);
+  EXPECT_LE(std::abs(static_cast<double>(a) - b), ulps * spacing + 1e-37)
+      << what << "(" << input << "): " << a << " vs " << b;
+}
+
+TEST(VecFast, ExpWithinTwoUlpsOfLibmOverItsRange) {
+  std::vector<float> x;
+  for (float v = -87.0f; v <= 88.0f; v += 0.0137f) x.push_back(v);
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-8f, 0.5f, -0.5f, 0.34657359f, 88.0f, -87.3f}) {
+    x.push_back(v);
+  }
+  std::vector<float> y(x.size());
+  VecExp(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) ExpectUlps(y[i], std::exp(x[i]), 2.0, "exp", x[i]);
+  // Outside: 0 below -87.34, exp(88) above 88 (both far past anything a layer feeds it).
+  std::vector<float> out = {-87.5f, -100.0f, -1e30f, -INFINITY, 88.5f, 1e30f, INFINITY};
+  std::vector<float> got(out.size());
+  VecExp(out.data(), got.data(), static_cast<int64_t>(out.size()));
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(got[i], 0.0f) << out[i];
+  for (int i = 4; i < 7; ++i) ExpectUlps(got[i], std::exp(88.0f), 2.0, "exp", out[i]);
+}
+
+TEST(VecFast, SiluAndGateMatchThePlainLoops) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0.0f, 6.0f);
+  for (int n : {0, 1, 7, 15, 16, 17, 33, 256, 289}) {
+    std::vector<float> x(n), z(n);
+    for (int i = 0; i < n; ++i) {
+      x[i] = nd(rng);
+      z[i] = nd(rng);
+    }
+    if (n > 3) {
+      z[0] = -120.0f;  // exp(-z) past the clamp: silu -> -0 in libm, tiny negative here
+      z[1] = 120.0f;
+      z[2] = 0.0f;
+    }
+    std::vector<float> s(n), g(n), in_place = z;
+    VecSilu(z.data(), s.data(), n);
+    VecSilu(in_place.data(), in_place.data(), n);
+    VecMulSilu(x.data(), z.data(), g.data(), n);
+    for (int i = 0; i < n; ++i) {
+      const float want = z[i] / (1.0f + std::exp(-z[i]));
+      EXPECT_NEAR(s[i], want, 8e-7 * std::abs(want) + 1e-30) << z[i];
+      EXPECT_EQ(in_place[i], s[i]);
+      const float gate = x[i] * want;
+      EXPECT_NEAR(g[i], gate, 8e-7 * std::abs(gate) + 1e-30) << x[i] << " " << z[i];
+    }
+  }
+}
+
+TEST(VecFast, SumsScalesAndHeadUpdatesMatchThePlainLoops) {
+  std::mt19937 rng(21);
+  std::normal_distribution<float> nd;
+  for (int n : {0, 1, 5, 8, 9, 16, 17, 31, 64, 65, 256}) {
+    std::vector<float> x(n), w(n);
+    for (int i = 0; i < n; ++i) {
+      x[i] = nd(rng);
+      w[i] = nd(rng);
+    }
+    double ss = 0;
+    for (int i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+    EXPECT_NEAR(VecSumSquares(x.data(), n), ss, 1e-12 * (1 + ss));
+    std::vector<float> y = x;
+    VecScaleMul(w.data(), 0.37f, y.data(), n);
+    for (int i = 0; i < n; ++i) EXPECT_EQ(y[i], w[i] * (x[i] * 0.37f));
+
+    // A head of P rows of state size n: SsmHeadUpdate against one SsmRowUpdate per row.
+    const int P = 3 + n % 5;
+    std::vector<float> s(P * n), s_ref, Bv(n), Cv(n), dx(P), yh(P);
+    for (auto& v : s) v = nd(rng);
+    for (int i = 0; i < n; ++i) {
+      Bv[i] = nd(rng);
+      Cv[i] = nd(rng);
+    }
+    for (auto& v : dx) v = nd(rng);
+    s_ref = s;
+    SsmHeadUpdate(s.data(), P, n, 0.83f, dx.data(), Bv.data(), Cv.data(), yh.data());
+    for (int p = 0; p < P; ++p) {
+      const float want = SsmRowUpdate(s_ref.data() + p * n, 0.83f, dx[p], Bv.data(), Cv.data(), n);
+      double scale = 1;
+      for (int i = 0; i < n; ++i) scale += std::abs(s_ref[p * n + i] * Cv[i]);
+      EXPECT_NEAR(yh[p], want, 1e-6 * scale) << "n " << n << " p " << p;
+    }
+    for (int i = 0; i < P * n; ++i) EXPECT_NEAR(s[i], s_ref[i], 1e-6 * (1 + std::abs(s_ref[i])));
+  }
+}
+
+}  // namespace
+}  // namespace tapeloop::engine
