@@ -183,7 +183,7 @@ class EpisodeCall final : public grpc::ServerWriteReactor<v1::RunEpisodeResponse
  private:
   grpc::Status Cancelled() {
     std::lock_guard<std::mutex> lock(mu_);
-    return shutdown_ ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down")
+    return shutdown_ ? ShuttingDown()
                      : grpc::Status(grpc::StatusCode::CANCELLED, "episode cancelled");
   }
 
@@ -377,8 +377,7 @@ grpc::ServerWriteReactor<v1::RunEpisodeResponse>* AgentService::RunEpisode(
     grpc::CallbackServerContext* context, const v1::RunEpisodeRequest* request) {
   auto scope = std::make_unique<CallTracker::Scope>(ctx_->calls);
   if (!scope->ok()) {
-    return new RefusedEpisode(
-        grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+    return new RefusedEpisode(ShuttingDown());
   }
   auto principal = Principal(*ctx_, *context);
   if (!principal.ok()) return new RefusedEpisode(ToGrpcStatus(principal.status()));
@@ -390,7 +389,7 @@ grpc::ServerWriteReactor<v1::RunEpisodeResponse>* AgentService::RunEpisode(
   ReapLocked();
   grpc::Status refused;
   if (shutting_down_) {
-    refused = grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
+    refused = ShuttingDown();
   } else if (static_cast<int>(running_.size()) >= options_.max_concurrent_episodes) {
     refused = grpc::Status(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
@@ -496,29 +495,15 @@ void ReadSummary(const store::Statement& st, v1::EpisodeSummary* s) {
 grpc::ServerUnaryReactor* AgentService::GetEpisode(grpc::CallbackServerContext* context,
                                                    const v1::GetEpisodeRequest* request,
                                                    v1::GetEpisodeResponse* response) {
-  auto* reactor = context->DefaultReactor();
-  CallTracker::Scope call(ctx_->calls);
-  if (!call.ok()) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
-    return reactor;
-  }
-  auto principal = Principal(*ctx_, *context);
-  if (!principal.ok()) {
-    reactor->Finish(ToGrpcStatus(principal.status()));
-    return reactor;
-  }
-  if (request->episode_id().empty()) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "episode_id: required"));
-    return reactor;
-  }
-  absl::Status status = [&]() -> absl::Status {
+  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
+    if (request->episode_id().empty()) return absl::InvalidArgumentError("episode_id: required");
     std::lock_guard<std::mutex> lock(read_mu_);
     auto db = OpenDb(&read_db_);
     if (!db.ok()) return db.status();
     auto st = (*db)->Prepare(absl::StrCat("SELECT ", kSummaryColumns,
                                           ", record FROM episodes WHERE id = ? AND principal = ?"));
     if (!st.ok()) return st.status();
-    st->Bind(1, request->episode_id()).Bind(2, *principal);
+    st->Bind(1, request->episode_id()).Bind(2, principal);
     auto row = st->Step();
     if (!row.ok()) return row.status();
     if (!*row) {
@@ -528,40 +513,23 @@ grpc::ServerUnaryReactor* AgentService::GetEpisode(grpc::CallbackServerContext* 
     ReadSummary(*st, response->mutable_summary());
     response->set_record_json(st->ColumnText(8));
     return absl::OkStatus();
-  }();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+  });
 }
 
 grpc::ServerUnaryReactor* AgentService::ListEpisodes(grpc::CallbackServerContext* context,
                                                      const v1::ListEpisodesRequest* request,
                                                      v1::ListEpisodesResponse* response) {
-  auto* reactor = context->DefaultReactor();
-  CallTracker::Scope call(ctx_->calls);
-  if (!call.ok()) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
-    return reactor;
-  }
-  auto principal = Principal(*ctx_, *context);
-  if (!principal.ok()) {
-    reactor->Finish(ToGrpcStatus(principal.status()));
-    return reactor;
-  }
-  const int page_size = request->page_size() == 0 ? 100 : request->page_size();
-  if (page_size < 1 || page_size > 1000) {
-    reactor->Finish(grpc::Status(
-        grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrCat("page_size: must be in 0..1000 (0: 100), got ", request->page_size())));
-    return reactor;
-  }
-  int64_t offset = 0;
-  if (!request->page_token().empty() &&
-      (!absl::SimpleAtoi(request->page_token(), &offset) || offset < 0)) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                 "page_token: not a token this server issued"));
-    return reactor;
-  }
-  absl::Status status = [&]() -> absl::Status {
+  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
+    const int page_size = request->page_size() == 0 ? 100 : request->page_size();
+    if (page_size < 1 || page_size > 1000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("page_size: must be in 0..1000 (0: 100), got ", request->page_size()));
+    }
+    int64_t offset = 0;
+    if (!request->page_token().empty() &&
+        (!absl::SimpleAtoi(request->page_token(), &offset) || offset < 0)) {
+      return absl::InvalidArgumentError("page_token: not a token this server issued");
+    }
     std::lock_guard<std::mutex> lock(read_mu_);
     auto db = OpenDb(&read_db_);
     if (!db.ok()) return db.status();
@@ -570,7 +538,7 @@ grpc::ServerUnaryReactor* AgentService::ListEpisodes(grpc::CallbackServerContext
                      " FROM episodes WHERE principal = ? ORDER BY created_unix_ms DESC, rowid DESC "
                      "LIMIT ? OFFSET ?"));
     if (!st.ok()) return st.status();
-    st->Bind(1, *principal).Bind(2, static_cast<int64_t>(page_size) + 1).Bind(3, offset);
+    st->Bind(1, principal).Bind(2, static_cast<int64_t>(page_size) + 1).Bind(3, offset);
     int rows = 0;
     while (true) {
       auto row = st->Step();
@@ -583,9 +551,7 @@ grpc::ServerUnaryReactor* AgentService::ListEpisodes(grpc::CallbackServerContext
       ReadSummary(*st, response->add_episodes());
     }
     return absl::OkStatus();
-  }();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+  });
 }
 
 }  // namespace tapeloop::server

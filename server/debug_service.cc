@@ -37,10 +37,6 @@ absl::Status ValidateFileName(const std::string& field, const std::string& name,
   return absl::OkStatus();
 }
 
-grpc::Status Unavailable() {
-  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
-}
-
 }  // namespace
 
 struct DebugService::Session {
@@ -197,15 +193,7 @@ absl::StatusOr<std::shared_ptr<DebugService::Session>> DebugService::Find(
 grpc::ServerUnaryReactor* DebugService::Open(grpc::CallbackServerContext* context,
                                              const v1::OpenDebugSessionRequest* request,
                                              v1::OpenDebugSessionResponse* response) {
-  auto* reactor = context->DefaultReactor();
-  CallTracker::Scope call(ctx_->calls);
-  if (!call.ok()) {
-    reactor->Finish(Unavailable());
-    return reactor;
-  }
-  auto status = [&]() -> absl::Status {
-    auto principal = Principal(*ctx_, *context);
-    if (!principal.ok()) return principal.status();
+  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
     const ServiceLimits& limits = ctx_->limits;
     Clock::duration idle = limits.default_idle_timeout;
     if (request->idle_timeout_seconds() > 0) {
@@ -286,15 +274,15 @@ grpc::ServerUnaryReactor* DebugService::Open(grpc::CallbackServerContext* contex
     session->debug = std::make_unique<debugger::DebugSession>(std::move(files), session_options);
     session->state.set_kind(v1::ProgramState::NOT_STARTED);
     session->id = NewId("dbg");
-    session->principal = *principal;
+    session->principal = principal;
     session->idle_timeout = idle;
     session->last_used = Clock::now();
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (shut_down_) return absl::UnavailableError("server is shutting down");
-      int& count = per_principal_[*principal];
+      int& count = per_principal_[principal];
       if (count >= limits.max_environments_per_principal) {
-        if (count == 0) per_principal_.erase(*principal);
+        if (count == 0) per_principal_.erase(principal);
         return absl::ResourceExhaustedError(
             absl::StrCat("debug sessions: the caller already has ", count,
                          " open (max_environments_per_principal); close one first"));
@@ -307,9 +295,7 @@ grpc::ServerUnaryReactor* DebugService::Open(grpc::CallbackServerContext* contex
     response->set_idle_timeout_seconds(
         static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::seconds>(idle).count()));
     return absl::OkStatus();
-  }();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+  });
 }
 
 grpc::ServerUnaryReactor* DebugService::Command(grpc::CallbackServerContext* context,
@@ -318,7 +304,7 @@ grpc::ServerUnaryReactor* DebugService::Command(grpc::CallbackServerContext* con
   auto* reactor = context->DefaultReactor();
   CallTracker::Scope call(ctx_->calls);
   if (!call.ok()) {
-    reactor->Finish(Unavailable());
+    reactor->Finish(ShuttingDown());
     return reactor;
   }
   auto found = [&]() -> absl::StatusOr<std::shared_ptr<Session>> {
@@ -350,13 +336,13 @@ grpc::ServerUnaryReactor* DebugService::Command(grpc::CallbackServerContext* con
   };
   if (!entered) {
     release();
-    reactor->Finish(Unavailable());
+    reactor->Finish(ShuttingDown());
     return reactor;
   }
   bool queued = Submit([this, session, request, response, reactor, calls, release](bool run) {
     if (!run) {
       release();
-      reactor->Finish(Unavailable());
+      reactor->Finish(ShuttingDown());
       calls->Exit();
       return;
     }
@@ -380,7 +366,7 @@ grpc::ServerUnaryReactor* DebugService::Command(grpc::CallbackServerContext* con
   });
   if (!queued) {
     release();
-    reactor->Finish(Unavailable());
+    reactor->Finish(ShuttingDown());
     calls->Exit();
   }
   return reactor;
@@ -389,17 +375,9 @@ grpc::ServerUnaryReactor* DebugService::Command(grpc::CallbackServerContext* con
 grpc::ServerUnaryReactor* DebugService::Files(grpc::CallbackServerContext* context,
                                               const v1::DebugFilesRequest* request,
                                               v1::DebugFilesResponse* response) {
-  auto* reactor = context->DefaultReactor();
-  CallTracker::Scope call(ctx_->calls);
-  if (!call.ok()) {
-    reactor->Finish(Unavailable());
-    return reactor;
-  }
-  auto status = [&]() -> absl::Status {
-    auto principal = Principal(*ctx_, *context);
-    if (!principal.ok()) return principal.status();
+  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
     // Files are only read while no command runs (the command holds `busy`).
-    auto session = Find(*principal, request->session_id(), /*busy=*/true);
+    auto session = Find(principal, request->session_id(), /*busy=*/true);
     if (!session.ok()) return session.status();
     for (const auto& [name, source] : (*session)->debug->files()) {
       (*response->mutable_files())[name] = source;
@@ -407,42 +385,31 @@ grpc::ServerUnaryReactor* DebugService::Files(grpc::CallbackServerContext* conte
     std::lock_guard<std::mutex> lock(mu_);
     (*session)->busy = false;
     return absl::OkStatus();
-  }();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+  });
 }
 
 grpc::ServerUnaryReactor* DebugService::Close(grpc::CallbackServerContext* context,
                                               const v1::CloseDebugSessionRequest* request,
                                               v1::CloseDebugSessionResponse* /*response*/) {
-  auto* reactor = context->DefaultReactor();
-  CallTracker::Scope call(ctx_->calls);
-  if (!call.ok()) {
-    reactor->Finish(Unavailable());
-    return reactor;
-  }
+  // `closing` is destroyed on return, after AnswerUnary finished the call: stopping a paused
+  // program joins its thread.
   std::shared_ptr<Session> closing;
-  auto status = [&]() -> absl::Status {
-    auto principal = Principal(*ctx_, *context);
-    if (!principal.ok()) return principal.status();
+  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
     if (request->session_id().empty()) return absl::InvalidArgumentError("session_id: empty");
     std::lock_guard<std::mutex> lock(mu_);
     if (shut_down_) return absl::UnavailableError("server is shutting down");
     auto it = sessions_.find(request->session_id());
-    if (it == sessions_.end() || it->second->principal != *principal) {
+    if (it == sessions_.end() || it->second->principal != principal) {
       return absl::NotFoundError(
           absl::StrCat("session_id: no debug session '", SanitizeUtf8(request->session_id()), "'"));
     }
     // A command still running keeps its shared_ptr; the session is freed when it finishes.
     closing = it->second;
     closing->closed = true;
-    if (--per_principal_[*principal] == 0) per_principal_.erase(*principal);
+    if (--per_principal_[principal] == 0) per_principal_.erase(principal);
     sessions_.erase(it);
     return absl::OkStatus();
-  }();
-  reactor->Finish(ToGrpcStatus(status));
-  // `closing` is destroyed here, after Finish: stopping a paused program joins its thread.
-  return reactor;
+  });
 }
 
 }  // namespace tapeloop::server

@@ -14,7 +14,6 @@
 #include "common/status_macros.h"
 #include "common/tokenizer.h"
 #include "common/utf8.h"
-#include "server/grpc_status.h"
 #include "tasks/task.h"
 #include "tools/calculator.h"
 #include "tools/pointer_memory.h"
@@ -94,10 +93,6 @@ absl::StatusOr<tasks::Mode> ParseModeField(const std::string& name) {
   return *mode;
 }
 
-grpc::Status Unavailable() {
-  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
-}
-
 }  // namespace
 
 // One open environment. The fields below mu are guarded by it; the rest are fixed at Reset.
@@ -157,14 +152,7 @@ absl::StatusOr<std::shared_ptr<Environment>> EnvironmentService::Find(const std:
 grpc::ServerUnaryReactor* EnvironmentService::ListTools(grpc::CallbackServerContext* context,
                                                         const v1::ListEnvToolsRequest* request,
                                                         v1::ListEnvToolsResponse* response) {
-  auto* reactor = context->DefaultReactor();
-  CallTracker::Scope call(ctx_->calls);
-  if (!call.ok()) {
-    reactor->Finish(Unavailable());
-    return reactor;
-  }
-  absl::Status status = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(auto principal, Principal(*ctx_, *context));
+  return AnswerUnary(*ctx_, context, [&](const std::string& /*principal*/) -> absl::Status {
     if (!request->task().empty()) RETURN_IF_ERROR(ParseTask(request->task()).status());
     ASSIGN_OR_RETURN(tasks::Mode mode, ParseModeField(request->mode()));
     std::optional<std::string> unused;
@@ -172,22 +160,13 @@ grpc::ServerUnaryReactor* EnvironmentService::ListTools(grpc::CallbackServerCont
     RegisterTools(mode, {}, &unused, &registry);
     for (const auto& d : registry.Definitions()) ToProto(d, response->add_tools());
     return absl::OkStatus();
-  }();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+  });
 }
 
 grpc::ServerUnaryReactor* EnvironmentService::Reset(grpc::CallbackServerContext* context,
                                                     const v1::EnvResetRequest* request,
                                                     v1::EnvResetResponse* response) {
-  auto* reactor = context->DefaultReactor();
-  CallTracker::Scope call(ctx_->calls);
-  if (!call.ok()) {
-    reactor->Finish(Unavailable());
-    return reactor;
-  }
-  absl::Status status = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(std::string principal, Principal(*ctx_, *context));
+  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
     ASSIGN_OR_RETURN(const tasks::Task* task, ParseTask(request->task()));
     ASSIGN_OR_RETURN(tasks::Mode mode, ParseModeField(request->mode()));
     const ServiceLimits& limits = ctx_->limits;
@@ -273,22 +252,13 @@ grpc::ServerUnaryReactor* EnvironmentService::Reset(grpc::CallbackServerContext*
     }
     response->set_info_json(DumpJson(info));
     return absl::OkStatus();
-  }();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+  });
 }
 
 grpc::ServerUnaryReactor* EnvironmentService::Step(grpc::CallbackServerContext* context,
                                                    const v1::EnvStepRequest* request,
                                                    v1::EnvStepResponse* response) {
-  auto* reactor = context->DefaultReactor();
-  CallTracker::Scope call(ctx_->calls);
-  if (!call.ok()) {
-    reactor->Finish(Unavailable());
-    return reactor;
-  }
-  absl::Status status = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(std::string principal, Principal(*ctx_, *context));
+  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
     ASSIGN_OR_RETURN(std::shared_ptr<Environment> env, Find(principal, request->env_id()));
     std::lock_guard<std::mutex> lock(env->mu);
     if (env->closed) {
@@ -344,22 +314,13 @@ grpc::ServerUnaryReactor* EnvironmentService::Step(grpc::CallbackServerContext* 
     response->set_step(env->steps);
     response->set_info_json(DumpJson(info));
     return absl::OkStatus();
-  }();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+  });
 }
 
 grpc::ServerUnaryReactor* EnvironmentService::Close(grpc::CallbackServerContext* context,
                                                     const v1::EnvCloseRequest* request,
                                                     v1::EnvCloseResponse* response) {
-  auto* reactor = context->DefaultReactor();
-  CallTracker::Scope call(ctx_->calls);
-  if (!call.ok()) {
-    reactor->Finish(Unavailable());
-    return reactor;
-  }
-  absl::Status status = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(std::string principal, Principal(*ctx_, *context));
+  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
     std::shared_ptr<Environment> env;
     {
       if (request->env_id().empty()) return absl::InvalidArgumentError("env_id: required");
@@ -379,9 +340,7 @@ grpc::ServerUnaryReactor* EnvironmentService::Close(grpc::CallbackServerContext*
     response->set_terminated(env->terminated);
     response->set_truncated(env->truncated);
     return absl::OkStatus();
-  }();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+  });
 }
 
 void EnvironmentService::Shutdown() {

@@ -1,9 +1,14 @@
 #include "server/service_context.h"
 
+#include <grpcpp/server_context.h>
+#include <grpcpp/support/server_callback.h>
+#include <grpcpp/support/status.h>
 #include <sys/random.h>
 
 #include <cstdio>
 #include <stdexcept>
+
+#include "server/grpc_status.h"
 
 namespace tapeloop::server {
 
@@ -28,6 +33,24 @@ std::string NewId(const char* prefix) {
 absl::StatusOr<std::string> Principal(const ServiceContext& ctx,
                                       const grpc::ServerContextBase& context) {
   return ctx.keys->Authenticate(context);
+}
+
+grpc::Status ShuttingDown() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
+}
+
+grpc::ServerUnaryReactor* AnswerUnary(
+    const ServiceContext& ctx, grpc::CallbackServerContext* context,
+    absl::FunctionRef<absl::Status(const std::string& principal)> handle) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  CallTracker::Scope call(ctx.calls);
+  if (!call.ok()) {
+    reactor->Finish(ShuttingDown());
+    return reactor;
+  }
+  absl::StatusOr<std::string> principal = Principal(ctx, *context);
+  reactor->Finish(ToGrpcStatus(principal.ok() ? handle(*principal) : principal.status()));
+  return reactor;
 }
 
 }  // namespace tapeloop::server

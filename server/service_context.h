@@ -11,14 +11,19 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/auth.h"
 #include "server/call_tracker.h"
 #include "server/model_registry.h"
 
 namespace grpc {
+class CallbackServerContext;
 class ServerContextBase;
-}
+class ServerUnaryReactor;
+class Status;
+}  // namespace grpc
 
 namespace tapeloop::server {
 
@@ -50,6 +55,20 @@ std::string NewId(const char* prefix);
 // CallTracker::Scope for the call and answer UNAVAILABLE when it is not ok().
 absl::StatusOr<std::string> Principal(const ServiceContext& ctx,
                                       const grpc::ServerContextBase& context);
+
+// UNAVAILABLE "server is shutting down": the answer to a call that arrives while the server
+// drains (CallTracker refused it).
+grpc::Status ShuttingDown();
+
+// Answers a unary call on the calling thread, the shared prologue of the synchronous handlers:
+// UNAVAILABLE (ShuttingDown) when the server drains; else the caller's authentication error
+// (Principal); else handle(principal), its Status mapped by ToGrpcStatus (the response is what
+// handle filled in). The call counts in ctx.calls until the reactor is finished. Returns
+// context->DefaultReactor(), already finished, for the handler to return. Work that outlives the
+// handler (a job on a pool) cannot use this: it must enter the CallTracker itself.
+grpc::ServerUnaryReactor* AnswerUnary(
+    const ServiceContext& ctx, grpc::CallbackServerContext* context,
+    absl::FunctionRef<absl::Status(const std::string& principal)> handle);
 
 }  // namespace tapeloop::server
 
