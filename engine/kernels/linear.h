@@ -17,6 +17,17 @@ namespace tapeloop::engine {
 void LinearForwardRef(float* y, const float* x, const float* w, const float* b, int64_t rows,
                       int64_t in, int64_t out);
 
+// The decode step's product (rows = sessions of a batched step, a few to a few hundred): same
+// contract and threading as LinearForwardRef, computed as register-blocked dot products (4 rows
+// x 4 outputs, 16-wide vectors) read straight from w's [out, in] rows. OpenBLAS sgemm copies
+// (packs) all of w on every call, which at these sizes costs about half as much as the
+// multiplications. rows == 1 and rows > kMaxDecodeRows go to LinearForwardRef (sgemv packs
+// nothing; for many rows sgemm's packing is amortized). Equal to LinearForwardRef to float
+// rounding (tests/engine/kernels/linear_decode_test.cc).
+void LinearForwardDecode(float* y, const float* x, const float* w, const float* b, int64_t rows,
+                         int64_t in, int64_t out);
+inline constexpr int64_t kMaxDecodeRows = 64;
+
 // General row-major C[M, N] (single-threaded; callers parallelize around it) = alpha * op(A) @ op(B) + beta * C with leading dimensions, for the
 // layers' inner products (attention scores, SSD chunks). op = transpose when trans_* is true.
 void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,

@@ -211,7 +211,7 @@ void Mamba2Step(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, int
   const int64_t heads_per_group = H / G;
   TL_CHECK(d.norm_group > 0 && inner % d.norm_group == 0);
   std::vector<float> proj(B * PD);  // f32 [B, inner + conv_dim + H]
-  LinearForwardRef(proj.data(), x, w.in_proj_w, w.in_proj_b, B, d.dim, PD);
+  LinearForwardDecode(proj.data(), x, w.in_proj_w, w.in_proj_b, B, d.dim, PD);
   // Per call (shared by the batch): the conv weights transposed f32 [K, C], A = -exp(A_log).
   std::vector<float> wt(K * C), A(H);
   for (int64_t c = 0; c < C; ++c) {
@@ -263,7 +263,7 @@ void Mamba2Step(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, int
       }
     }
   });
-  LinearForwardRef(out, y.data(), w.out_proj_w, w.out_proj_b, B, inner, d.dim);
+  LinearForwardDecode(out, y.data(), w.out_proj_w, w.out_proj_b, B, inner, d.dim);
 }
 
 }  // namespace tapeloop::engine

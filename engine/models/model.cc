@@ -394,7 +394,7 @@ absl::Status Model::StepBatch(std::span<const int32_t> tokens, std::span<Session
   RmsNormForward(normed.data(), h.data(), final_norm_, B, D, config_.norm_eps);
   for (int64_t b = 0; b < B; ++b) states[b]->set_position(states[b]->position() + 1);
   logits->resize(B * config_.vocab_size);
-  Logits(normed.data(), B, logits->data());
+  LinearForwardDecode(logits->data(), normed.data(), lm_head_, nullptr, B, D, config_.vocab_size);
   return absl::OkStatus();
 }
 

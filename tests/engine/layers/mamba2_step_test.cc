@@ -1,7 +1,8 @@
 // The fast batched decode step (Mamba2Step) against its plain reference (Mamba2StepRef): random
 // weights, random non-zero states, ragged shapes (state sizes below, at and above the 16-wide
 // vector loops, groups, conv kernels 1..4, biases on and off), batches of 1..19 sessions each
-// stepped many times. Outputs and both states agree to float rounding.
+// stepped many times. Outputs and both states agree to float rounding (the conv state holds
+// in_proj rows, which LinearForwardDecode and OpenBLAS round differently).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -85,7 +86,7 @@ TEST(Mamba2Step, FastPathEqualsReference) {
             << "shape " << case_index << " B " << B << " step " << step;
       }
       EXPECT_LE(testing::MaxRelErr(ssm, ssm_ref), 1e-5) << "shape " << case_index << " B " << B;
-      EXPECT_EQ(testing::MaxRelErr(conv, conv_ref), 0.0);  // the conv state is copied, not computed
+      EXPECT_LE(testing::MaxRelErr(conv, conv_ref), 1e-6);  // in_proj rows, copied
       double norm = 0;
       for (float v : out) norm += std::abs(v);
       EXPECT_GT(norm, 1e-3);  // not vacuous
