@@ -2,7 +2,8 @@
 // float64 with the sequential recurrence): loss and every parameter gradient on a fixed batch,
 // and a 10-step AdamW loss curve. The same for Llama and Mistral (sliding window 3)
 // (fixtures/make_llama_train_fixture.py, float64, checked there against HF LlamaForCausalLM /
-// MistralForCausalLM).
+// MistralForCausalLM). The same for a hybrid NemotronH (pattern M*-M-, fixture from
+// make_train_fixtures.py nemotron_h, checked there against HF NemotronHForCausalLM).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 
 #include "engine/checkpoint/safetensors.h"
 #include "engine/train/mamba2_lm.h"
+#include "engine/train/nemotron_h_lm.h"
 #include "engine/train/trainer.h"
 #include "engine/train/transformer_lm.h"
 #include "nlohmann/json.hpp"
@@ -248,6 +250,116 @@ TEST_P(TransformerAgainstPytorch, TenStepAdamWLossCurveMatches) {
 INSTANTIATE_TEST_SUITE_P(LlamaAndMistral, TransformerAgainstPytorch,
                          ::testing::Values("llama_train_fixture.safetensors",
                                            "mistral_train_fixture.safetensors"));
+
+// NemotronH fixture: the same checks for NemotronHLm.
+struct NemotronHFixture {
+  SafetensorsFile file;
+  NemotronHLmConfig config;
+  std::vector<float> params;
+  std::vector<TrainExample> rows;
+};
+
+NemotronHFixture LoadNemotronH() {
+  NemotronHFixture f;
+  auto file = ReadSafetensorsFile(std::string(TAPELOOP_SOURCE_DIR) +
+                                  "/tests/engine/train/fixtures/nemotron_h_train_fixture.safetensors");
+  EXPECT_TRUE(file.ok()) << file.status();
+  f.file = std::move(*file);
+  auto cfg = nlohmann::json::parse(f.file.metadata.at("config"));
+  f.config.vocab = cfg["vocab"];
+  f.config.d_model = cfg["d_model"];
+  f.config.pattern = cfg["pattern"];
+  f.config.state = cfg["state"];
+  f.config.mamba_head_dim = cfg["mamba_head_dim"];
+  f.config.expand = cfg["expand"];
+  f.config.conv_kernel = cfg["conv_kernel"];
+  f.config.chunk = 4;  // several chunks: the reference uses the plain recurrence
+  f.config.time_step_min = cfg["time_step_min"];
+  f.config.heads = cfg["heads"];
+  f.config.kv_heads = cfg["kv_heads"];
+  f.config.attn_head_dim = cfg["attn_head_dim"];
+  f.config.intermediate = cfg["intermediate"];
+  f.config.eps = cfg["eps"];
+  NemotronHLm model(f.config);
+  std::vector<std::pair<std::string, Tensor>> named;
+  for (const auto& spec : model.table().specs())
+    named.emplace_back(spec.name, f.file.tensors.at("param." + spec.name));
+  auto flat = model.table().FromTensors(named);
+  EXPECT_TRUE(flat.ok()) << flat.status();
+  f.params = std::move(*flat);
+  const Tensor& ids = f.file.tensors.at("ids");
+  const Tensor& mask = f.file.tensors.at("mask");
+  const Tensor& lengths = f.file.tensors.at("lengths");
+  const int64_t T = ids.shape[1];
+  for (size_t r = 0; r < lengths.data.size(); ++r) {
+    TrainExample e;
+    const int n = static_cast<int>(lengths.data[r]);
+    for (int t = 0; t < n; ++t) {
+      e.tokens.push_back(static_cast<int32_t>(ids.data[r * T + t]));
+      e.loss_mask.push_back(static_cast<uint8_t>(mask.data[r * T + t]));
+    }
+    f.rows.push_back(std::move(e));
+  }
+  return f;
+}
+
+TEST(NemotronHAgainstPytorch, LossAndEveryGradientMatchAutograd) {
+  NemotronHFixture f = LoadNemotronH();
+  NemotronHLm model(f.config);
+  double denom = 0;
+  for (const auto& e : f.rows)
+    for (size_t i = 1; i < e.loss_mask.size(); ++i) denom += e.loss_mask[i];
+  std::vector<float> grads(f.params.size(), 0.f);
+  double loss = 0;
+  Mamba2Workspace ws;
+  for (const auto& e : f.rows) {
+    std::vector<float> mask(e.loss_mask.begin() + 1, e.loss_mask.end());
+    loss += model.RowForwardBackward(f.params.data(), e.tokens, mask, denom, grads.data(), &ws)
+                .loss_sum;
+  }
+  loss /= denom;
+  const double ref_loss = std::stod(f.file.metadata.at("loss"));
+  EXPECT_NEAR(loss, ref_loss, 1e-4 * ref_loss);
+  if (!f.file.metadata.at("hf_loss").empty()) {
+    EXPECT_NEAR(loss, std::stod(f.file.metadata.at("hf_loss")), 1e-4 * ref_loss)
+        << "HF transformers";
+  }
+  const ParamTable& t = model.table();
+  for (int i = 0; i < t.size(); ++i) {
+    const Tensor& ref = f.file.tensors.at("grad." + t.spec(i).name);
+    ASSERT_EQ(ref.data.size(), static_cast<size_t>(t.numel(i)));
+    double diff2 = 0, ref2 = 0;
+    for (int64_t j = 0; j < t.numel(i); ++j) {
+      const double d = double{grads[t.offset(i) + j]} - ref.data[j];
+      diff2 += d * d;
+      ref2 += double{ref.data[j]} * ref.data[j];
+    }
+    const double rel = std::sqrt(diff2 / std::max(ref2, 1e-30));
+    EXPECT_LE(rel, 1e-4) << t.spec(i).name << " |g| " << std::sqrt(ref2);
+    EXPECT_GT(ref2, 0) << t.spec(i).name;
+  }
+}
+
+TEST(NemotronHAgainstPytorch, TenStepAdamWLossCurveMatches) {
+  NemotronHFixture f = LoadNemotronH();
+  auto cfg = nlohmann::json::parse(f.file.metadata.at("config"));
+  auto curve = nlohmann::json::parse(f.file.metadata.at("curve"));
+  TrainOptions o;
+  o.steps = cfg["steps"];
+  o.batch = static_cast<int>(f.rows.size());
+  o.lr = cfg["lr"];
+  o.warmup = cfg["warmup"];
+  o.clip = cfg["clip"];
+  o.threads = 2;
+  FixedBatch data(f.rows);
+  Trainer tr(std::make_unique<NemotronHLm>(f.config), o, &data);
+  tr.mutable_params() = f.params;
+  ASSERT_EQ(curve.size(), static_cast<size_t>(o.steps));
+  for (int s = 0; s < o.steps; ++s) {
+    const double loss = tr.Step().loss;
+    EXPECT_NEAR(loss, curve[s].get<double>(), 1e-3) << "step " << s + 1;
+  }
+}
 
 }  // namespace
 }  // namespace tapeloop::engine::train
