@@ -258,7 +258,7 @@ grpc::ServerUnaryReactor* EngineService::Unary(grpc::CallbackServerContext* cont
   auto* reactor = context->DefaultReactor();
   CallTracker* calls = ctx_->calls;
   if (!calls->Enter()) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+    reactor->Finish(ShuttingDown());
     return reactor;
   }
   auto principal = Principal(*ctx_, *context);
@@ -284,7 +284,7 @@ grpc::ServerUnaryReactor* EngineService::Unary(grpc::CallbackServerContext* cont
       return reactor;
     }
   }
-  reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+  reactor->Finish(ShuttingDown());
   calls->Exit();
   return reactor;
 }
@@ -387,8 +387,7 @@ grpc::ServerWriteReactor<v1::GenerateChunk>* EngineService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   CallTracker* calls = ctx_->calls;
   if (!calls->Enter()) {
-    return new FailedWriteReactor(
-        grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"), nullptr);
+    return new FailedWriteReactor(ShuttingDown(), nullptr);
   }
   auto principal = Principal(*ctx_, *context);
   absl::Status early = principal.ok() ? init_status_ : principal.status();
