@@ -1,5 +1,6 @@
-// tapeloop train --arch mamba2 --task addition --mode pointer --max-len 5 --steps N --seed S
-//                --out DIR [--config FILE] [model / optimizer / data / evaluation flags]
+// tapeloop train --arch mamba2|llama|mistral|nemotron_h --task addition --mode pointer
+//                --max-len 5 --steps N --seed S --out DIR [--config FILE]
+//                [model / optimizer / data / evaluation flags]
 // Trains a model from scratch on a task's expert trajectories (engine/train/trainer.h) and
 // writes DIR/config.json + model.safetensors (HF format), DIR/trainer_state.safetensors,
 // DIR/tokenizer.json, DIR/training.json ({"max_len", task, mode, arch, steps, ...}) and
@@ -35,6 +36,7 @@
 #include "common/status_macros.h"
 #include "common/tokenizer.h"
 #include "engine/checkpoint/safetensors.h"
+#include "engine/train/nemotron_h_lm.h"
 #include "engine/train/trainer.h"
 #include "engine/train/transformer_lm.h"
 #include "nlohmann/json.hpp"
@@ -278,12 +280,16 @@ int RunTrain(int argc, char** argv) {
   Args args(argc, argv, {"help", "eval-only", "resume"});
   if (args.Bool("help")) {
     std::cout
-        << "usage: tapeloop train --arch mamba2|llama|mistral --task addition --mode pointer "
-           "--max-len 5\n"
+        << "usage: tapeloop train --arch mamba2|llama|mistral|nemotron_h --task addition "
+           "--mode pointer --max-len 5\n"
            "                      --steps N --seed S --out DIR [--config FILE]\n"
            "  model:      --d-model 128 --layers 4 --state 16 --head-dim 16 --expand 2 --chunk 64\n"
            "              llama/mistral: --heads 4 --kv-heads 2 --attn-head-dim 32 --ffn 3*D\n"
            "              --rope-theta 10000 --window 64 (mistral)\n"
+           "              nemotron_h: --pattern M-M-M*- (M Mamba-2, * attention without\n"
+           "              positional encoding, - relu^2 MLP; its length is the layer count,\n"
+           "              --layers is not used), Mamba-2 layers as mamba2's flags, attention\n"
+           "              as llama's, MLP --ffn 3*D, --time-step-min 0.001 (dt clamp)\n"
            "  optimizer:  --batch 128 --lr 2e-3 --warmup 100 --clip 1.0 --weight-decay 0.01\n"
            "              --decay-all (also decay norms/biases/embeddings, as the prototype)\n"
            "  data:       --max-tokens 0 (skip longer trajectories)\n"
@@ -318,6 +324,7 @@ int RunTrain(int argc, char** argv) {
   const std::string out = f.Str("out", "");
   const std::string init_state = f.Str("init-state", "zero");
   const std::string agent_lengths = f.Str("agent-eval-lengths", "");
+  const std::string pattern = f.Str("pattern", "M-M-M*-");
   std::map<std::string, double> n;
   for (auto [k, def] : std::vector<std::pair<std::string, double>>{
            {"max-len", 5},         {"steps", 400},         {"seed", 0},
@@ -330,7 +337,8 @@ int RunTrain(int argc, char** argv) {
            {"eval-count", 128},    {"eval-length", -1},    {"checkpoint-every", 0},
            {"agent-episodes", 64}, {"agent-seed", 1},      {"heads", 4},
            {"kv-heads", 2},        {"attn-head-dim", 32},  {"ffn", 0},
-           {"window", 64},         {"rope-theta", 10000},  {"diagnose", 0}}) {
+           {"window", 64},         {"rope-theta", 10000},  {"diagnose", 0},
+           {"time-step-min", 0.001}}) {
     auto v = f.Num(k, def);
     if (!v.ok()) return Fail("train", v.status(), 2);
     n[k] = *v;
@@ -338,12 +346,10 @@ int RunTrain(int argc, char** argv) {
   args.Get("config");
   if (auto st = args.Finish(); !st.ok()) return Fail("train", st, 2);
   if (out.empty()) return Fail("train", absl::InvalidArgumentError("--out DIR is required"), 2);
-  if (arch != "mamba2" && arch != "llama" && arch != "mistral")
+  if (arch != "mamba2" && arch != "llama" && arch != "mistral" && arch != "nemotron_h")
     return Fail("train",
-                absl::UnimplementedError(
-                    absl::StrCat("--arch ", arch,
-                                 ": this trainer has backward passes for mamba2, "
-                                 "llama and mistral only (nemotron_h is not implemented yet)")),
+                absl::InvalidArgumentError(absl::StrCat(
+                    "--arch ", arch, ": expected mamba2, llama, mistral or nemotron_h")),
                 2);
   auto mode = tasks::ParseMode(mode_name);
   if (!mode.ok()) return Fail("train", mode.status(), 2);
@@ -414,6 +420,28 @@ int RunTrain(int argc, char** argv) {
   std::unique_ptr<et::RowModel> row_model;
   if (arch == "mamba2") {
     row_model = std::make_unique<et::Mamba2Lm>(mc);
+  } else if (arch == "nemotron_h") {
+    et::NemotronHLmConfig hc;
+    hc.vocab = tokens::kVocabSize;
+    hc.d_model = mc.d_model;
+    hc.pattern = pattern;
+    hc.state = mc.state;
+    hc.mamba_head_dim = mc.head_dim;
+    hc.expand = mc.expand;
+    hc.chunk = mc.chunk;
+    hc.time_step_min = static_cast<float>(n["time-step-min"]);
+    hc.heads = static_cast<int>(n["heads"]);
+    hc.kv_heads = static_cast<int>(n["kv-heads"]);
+    hc.attn_head_dim = static_cast<int>(n["attn-head-dim"]);
+    hc.intermediate = n["ffn"] > 0 ? static_cast<int64_t>(n["ffn"]) : 3 * mc.d_model;
+    if (auto st = hc.Validate(); !st.ok()) return Fail("train", st, 2);
+    if (o.init_state != et::InitState::kZero || o.tbptt_concat > 1)
+      return Fail("train",
+                  absl::InvalidArgumentError(
+                      "--init-state / --tbptt-concat need a recurrent state: nemotron_h rows "
+                      "always start fresh (its attention layers carry no fixed-size state)"),
+                  2);
+    row_model = std::make_unique<et::NemotronHLm>(hc);
   } else {
     et::TransformerLmConfig tc;
     tc.vocab = tokens::kVocabSize;
@@ -524,6 +552,7 @@ int RunTrain(int argc, char** argv) {
                            {"weight_decay", n["weight-decay"]},
                            {"parameters", trainer.model().table().total()},
                            {"model", trainer.model().Describe()}};
+      if (arch == "nemotron_h") tj["pattern"] = pattern;
       std::ofstream tf(out + "/training.json");
       tf << DumpJson(tj, 2) << "\n";
       if (!tf)
