@@ -15,7 +15,8 @@
 //   out = out_proj(rms(y * silu(z)) * norm.weight)
 // The SSM runs in the chunked SSD form (quadratic inside chunks of `chunk` tokens, states passed
 // between chunks); the backward pass walks the same chunks in reverse. chunk = 1 is the plain
-// recurrence, so chunked and recurrent forms can be compared.
+// recurrence, so chunked and recurrent forms can be compared. The mixer's forward and backward
+// live in engine/train/mamba2_mixer_grad.h (shared with NemotronHLm).
 //
 // Rows are processed one at a time (no padding): a trainer splits a batch's rows over threads,
 // each with its own Workspace and gradient buffer, and sums the buffers in a fixed order.

@@ -1,6 +1,6 @@
 // RowModel: what the trainer needs from a model family: a spec table, and the loss and its
-// gradient for one token row (optionally from / to a recurrent state). Mamba2Lm and
-// TransformerLm implement it.
+// gradient for one token row (optionally from / to a recurrent state). Mamba2Lm, TransformerLm
+// and NemotronHLm implement it, from the per-layer files engine/train/*_grad.h.
 //
 // Thread safety: implementations are immutable after construction; RowForwardBackward is safe
 // to call concurrently with distinct workspaces and gradient buffers.

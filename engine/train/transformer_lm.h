@@ -8,7 +8,9 @@
 // Attention: Hq query heads, Hkv key/value heads (GQA: query head i uses kv head i / (Hq/Hkv)),
 // head dim hd, scores scaled by 1/sqrt(hd), causal; with sliding_window > 0 (Mistral) a query
 // at t sees keys s with t - s < sliding_window. RoPE as HF (rotate_half: pairs (i, i + hd/2),
-// inv_freq_i = theta^(-2i/hd)), positions 0..T-1 from the start of the row.
+// inv_freq_i = theta^(-2i/hd)), positions 0..T-1 from the start of the row. The layers'
+// forward and backward live in engine/train/{attention,mlp,rms_norm}_grad.h (shared with
+// NemotronHLm).
 //
 // The trainer's Mamba2Lm has the same row interface; this model has no recurrent state, so
 // its rows always start fresh. Thread safety as Mamba2Lm.
