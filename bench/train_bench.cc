@@ -1,27 +1,33 @@
 // Training throughput of the C++ trainer (engine/train): tokens/s of full training steps
-// (forward + backward + AdamW) for Mamba-2 models of ~1M and ~25M parameters, and the achieved
-// matmul GFLOP/s against this machine's measured sgemm peak (the same OpenBLAS, the same
-// threads).
+// (forward + backward + AdamW) for every family (mamba2, llama, mistral, nemotron_h) at ~1M and
+// ~25M parameters, and the achieved matmul GFLOP/s against this machine's measured sgemm peak
+// (the same OpenBLAS, the same threads).
 //
 //   train_bench [--steps 3] [--threads 2] [--rows 32] [--len 128] [--sizes 1m,25m]
+//               [--families mamba2,llama,mistral,nemotron_h]
 //
-// FLOPs counted: 6 x (in_proj + out_proj + lm_head parameters) per token (the dense matmuls of
-// forward and backward) plus the SSD's chunk matmuls (forward per token 2 P (q + 2N) per head
-// and 2 q N per layer, backward twice that); elementwise work is not counted. llama / mistral / nemotron_h
-// have no backward pass in this trainer yet, so only mamba2 is measured.
+// FLOPs counted per token: 6 x the parameters of every weight matrix but the embedding (the
+// dense matmuls of forward and backward); per Mamba-2 layer the SSD's chunk matmuls (forward
+// 2 P (q + 2N) per head and 2 q N per layer, backward twice that); per attention layer the
+// score and value products over the causal context (forward 4 Hq hd ctx with ctx the mean
+// visible length, backward twice that). Elementwise work is not counted.
 #include <cblas.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "engine/train/mamba2_lm.h"
+#include "engine/train/nemotron_h_lm.h"
 #include "engine/train/rng.h"
 #include "engine/train/trainer.h"
+#include "engine/train/transformer_lm.h"
 
 namespace et = tapeloop::engine::train;
 
@@ -58,7 +64,8 @@ class RandomRows final : public et::ExampleSource {
   std::vector<et::TrainExample> Next(int count) override {
     std::vector<et::TrainExample> out(count);
     for (auto& e : out) {
-      for (int t = 0; t <= len_; ++t) e.tokens.push_back(static_cast<int32_t>(rng_.UniformInt(0, vocab_ - 1)));
+      for (int t = 0; t <= len_; ++t)
+        e.tokens.push_back(static_cast<int32_t>(rng_.UniformInt(0, vocab_ - 1)));
       e.loss_mask.assign(e.tokens.size(), 1);
       e.loss_mask[0] = 0;
     }
@@ -74,18 +81,107 @@ class RandomRows final : public et::ExampleSource {
   uint64_t pos_ = 0;
 };
 
+// One benchmarked model: the row model and its counted FLOPs per token.
+struct Bench {
+  std::string name;
+  std::unique_ptr<et::RowModel> model;
+  double extra_flops_per_token = 0;  // SSD and attention products, beyond the dense 6 x params
+};
+
+// 6 x the parameters of every 2-D weight but the embedding.
+double DenseFlopsPerToken(const et::ParamTable& t) {
+  double n = 0;
+  for (int i = 0; i < t.size(); ++i) {
+    const et::ParamSpec& s = t.spec(i);
+    if (s.shape.size() == 2 && s.name.find("embed") == std::string::npos) n += t.numel(i);
+  }
+  return 6.0 * n;
+}
+
+double SsdFlopsPerToken(int64_t chunk, int len, int heads, int P, int N) {
+  const double q = std::min<double>(chunk, len);
+  return 3.0 * (heads * 2.0 * P * (q + 2.0 * N) + 2.0 * q * N);
+}
+
+double AttentionFlopsPerToken(int len, int64_t window, int heads, int hd) {
+  // Mean visible context over positions 1..len, capped by the window.
+  double ctx = 0;
+  for (int t = 1; t <= len; ++t) ctx += window > 0 ? std::min<int64_t>(t, window) : t;
+  ctx /= len;
+  return 3.0 * 4.0 * heads * hd * ctx;
+}
+
+std::vector<Bench> Benches(const std::string& sizes, const std::string& families, int len) {
+  std::vector<Bench> out;
+  auto want = [&](const std::string& family, const std::string& size) {
+    return families.find(family) != std::string::npos && sizes.find(size) != std::string::npos;
+  };
+  for (const std::string size : {"1m", "25m"}) {
+    const bool big = size == "25m";
+    if (want("mamba2", size)) {
+      et::Mamba2LmConfig c;  // ~1M: D=128 x 8 layers; ~25M: D=512 x 16, head dim 64, N 64
+      c.d_model = big ? 512 : 128;
+      c.layers = big ? 16 : 8;
+      c.head_dim = big ? 64 : 16;
+      c.state = big ? 64 : 16;
+      out.push_back({"mamba2-" + size, std::make_unique<et::Mamba2Lm>(c),
+                     c.layers * SsdFlopsPerToken(c.chunk, len, c.heads(), c.head_dim, c.state)});
+    }
+    for (const std::string family : {"llama", "mistral"}) {
+      if (!want(family, size)) continue;
+      et::TransformerLmConfig c;  // ~1M: D=128 x 5, 4/2 heads of 32; ~25M: D=512 x 8, 8/4 of 64
+      c.d_model = big ? 512 : 128;
+      c.layers = big ? 8 : 5;
+      c.heads = big ? 8 : 4;
+      c.kv_heads = big ? 4 : 2;
+      c.head_dim = big ? 64 : 32;
+      c.intermediate = big ? 1408 : 352;
+      c.sliding_window = family == "mistral" ? 64 : 0;
+      out.push_back(
+          {family + "-" + size, std::make_unique<et::TransformerLm>(c),
+           c.layers * AttentionFlopsPerToken(len, c.sliding_window, c.heads, c.head_dim)});
+    }
+    if (want("nemotron_h", size)) {
+      et::NemotronHLmConfig c;  // three Mamba-2 layers to one attention layer, MLPs between
+      c.d_model = big ? 512 : 128;
+      c.pattern = big ? "M-M-M*-M-M-M*-M-M-M*-" : "M-M-M*-";
+      c.mamba_head_dim = big ? 64 : 16;
+      c.state = big ? 64 : 16;
+      c.heads = big ? 8 : 4;
+      c.kv_heads = big ? 4 : 2;
+      c.attn_head_dim = big ? 64 : 32;
+      c.intermediate = big ? 1408 : 384;
+      double extra = 0;
+      for (char k : c.pattern) {
+        if (k == 'M')
+          extra += SsdFlopsPerToken(c.chunk, len, c.mamba_heads(), c.mamba_head_dim, c.state);
+        if (k == '*') extra += AttentionFlopsPerToken(len, 0, c.heads, c.attn_head_dim);
+      }
+      out.push_back({"nemotron_h-" + size, std::make_unique<et::NemotronHLm>(c), extra});
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int steps = 3, threads = 2, rows = 32, len = 128;
-  std::string sizes = "1m,25m";
+  std::string sizes = "1m,25m", families = "mamba2,llama,mistral,nemotron_h";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
-    if (k == "--steps") steps = std::atoi(argv[i + 1]);
-    else if (k == "--threads") threads = std::atoi(argv[i + 1]);
-    else if (k == "--rows") rows = std::atoi(argv[i + 1]);
-    else if (k == "--len") len = std::atoi(argv[i + 1]);
-    else if (k == "--sizes") sizes = argv[i + 1];
+    if (k == "--steps")
+      steps = std::atoi(argv[i + 1]);
+    else if (k == "--threads")
+      threads = std::atoi(argv[i + 1]);
+    else if (k == "--rows")
+      rows = std::atoi(argv[i + 1]);
+    else if (k == "--len")
+      len = std::atoi(argv[i + 1]);
+    else if (k == "--sizes")
+      sizes = argv[i + 1];
+    else if (k == "--families")
+      families = argv[i + 1];
   }
   openblas_set_num_threads(1);
   std::printf("OpenBLAS core: %s (set OPENBLAS_CORETYPE=SkylakeX if this says Prescott)\n",
@@ -93,45 +189,27 @@ int main(int argc, char** argv) {
   const double peak1 = SgemmPeak(1), peakn = SgemmPeak(threads);
   std::printf("sgemm peak: %.1f GFLOP/s on 1 thread, %.1f GFLOP/s on %d threads\n", peak1, peakn,
               threads);
-  struct Size {
-    std::string name;
-    et::Mamba2LmConfig c;
-  };
-  std::vector<Size> configs;
-  et::Mamba2LmConfig small;  // ~1M: D=128, 8 layers
-  small.d_model = 128;
-  small.layers = 8;
-  et::Mamba2LmConfig big;  // ~25M: D=512, 16 layers, head dim 64
-  big.d_model = 512;
-  big.layers = 16;
-  big.head_dim = 64;
-  big.state = 64;
-  if (sizes.find("1m") != std::string::npos) configs.push_back({"mamba2-1m", small});
-  if (sizes.find("25m") != std::string::npos) configs.push_back({"mamba2-25m", big});
-  for (const Size& s : configs) {
+  for (Bench& b : Benches(sizes, families, len)) {
     et::TrainOptions o;
     o.steps = 1000;
     o.batch = rows;
     o.threads = threads;
-    RandomRows data(len, static_cast<int>(s.c.vocab));
-    et::Trainer tr(s.c, o, &data);
+    RandomRows data(len, 285);
+    const double per_token = DenseFlopsPerToken(b.model->table()) + b.extra_flops_per_token;
+    const long long params = static_cast<long long>(b.model->table().total());
+    et::Trainer tr(std::move(b.model), o, &data);
     tr.Step();  // warm up
     const double t0 = Now();
     int64_t tokens = 0;
     for (int i = 0; i < steps; ++i) tokens += tr.Step().tokens;
     const double dt = Now() - t0;
-    const double D = s.c.d_model, di = s.c.inner(), V = s.c.vocab;
-    const double dense = 6.0 * (s.c.layers * (s.c.proj_dim() * D + D * di) + V * D);
-    const double q = std::min<double>(s.c.chunk, len), P = s.c.head_dim, N = s.c.state;
-    // Per token: per head W x (2 q P) and the state in/out products (4 N P), per layer C B^T
-    // (2 q N); backward about twice the forward.
-    const double ssd = 3.0 * s.c.layers * (s.c.heads() * 2.0 * P * (q + 2 * N) + 2.0 * q * N);
-    const double flops = (dense + ssd) * tokens;
-    const double gflops = flops / dt / 1e9;
-    std::printf("%s: %lld params, %d rows x %d tokens, %d threads: %.0f tokens/s, %.1f GFLOP/s "
-                "counted (%.0f%% of the %d-thread sgemm peak)\n",
-                s.name.c_str(), static_cast<long long>(tr.model().table().total()), rows, len,
-                threads, tokens / dt, gflops, 100.0 * gflops / peakn, threads);
+    const double gflops = per_token * tokens / dt / 1e9;
+    std::printf(
+        "%s: %lld params, %d rows x %d tokens, %d threads: %.0f tokens/s, %.1f GFLOP/s "
+        "counted (%.0f%% of the %d-thread sgemm peak)\n",
+        b.name.c_str(), params, rows, len, threads, tokens / dt, gflops, 100.0 * gflops / peakn,
+        threads);
+    std::fflush(stdout);
   }
   return 0;
 }
