@@ -132,7 +132,11 @@ TEST(NemotronHLm, WholeModelGradientMatchesFiniteDifferences) {
       Mamba2Workspace w2;
       return model.RowForwardBackward(p.data(), ids, mask, 1.0, nullptr, &w2).loss_sum;
     };
-    auto res = CheckGradient(x, g, f, GradCheckOptions{3e-3, 40, 1e-2});
+    // Errors are relative to at least 3e-2: the forward pass is f32, so with a loss sum of ~30
+    // each difference carries ~5e-4 of rounding noise at this step, and how much depends on
+    // the BLAS kernels OpenBLAS picks (a 1e-2 floor failed with its generic kernels).
+    // Gradients up to ~1 are checked (gmax below); the PyTorch fixture checks to 1e-4.
+    auto res = CheckGradient(x, g, f, GradCheckOptions{3e-3, 40, 3e-2});
     EXPECT_LT(res.max_rel_error, 2e-2) << t.spec(i).name << ": " << res.ToString();
     float gmax = 0;
     for (float v : g) gmax = std::max(gmax, std::fabs(v));
