@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/check.h"
+#include "engine/train/lm_head_grad.h"
 #include "engine/train/loss.h"
 #include "engine/train/mamba2_mixer_grad.h"
 #include "engine/train/rms_norm_grad.h"
@@ -152,31 +153,16 @@ RowResult Mamba2Lm::RowForwardBackward(const float* params, std::span<const int3
                        st_ssm, s.mixer, scratch, hnext, fc, fc ? fc + (K - 1) * C : nullptr);
   }
 
-  // Head.
+  // Head and loss.
   const int64_t off_nf = table_.offset(1 + kTensorsPerLayer * L);
   const int64_t off_head = table_.offset(2 + kTensorsPerLayer * L);
-  RmsNormForward(hL, params + off_nf, T, D, cf.eps, rf, hn);
-  Gemm(false, true, T, V, D, 1.f, hn, D, params + off_head, D, 0.f, logits, V);
-  if (argmax) {
-    argmax->resize(T);
-    for (int64_t t = 0; t < T; ++t) {
-      const float* z = logits + t * V;
-      (*argmax)[t] = static_cast<int32_t>(std::max_element(z, z + V) - z);
-    }
-  }
-  // Loss (dlogits written in place of the logits, which are not needed afterwards).
-  CrossEntropyResult ce =
-      MaskedCrossEntropy(std::span<const float>(logits, T * V), ids.subspan(1), target_mask, T, V,
-                         denom, backward ? std::span<float>(logits, T * V) : std::span<float>());
-  RowResult res{ce.loss_sum, ce.counted, ce.correct};
+  const LmHeadParams head{params + off_nf, params + off_head};
+  RowResult res = LmHeadForward(hL, head, T, D, V, cf.eps, ids.subspan(1), target_mask, denom,
+                                backward, rf, hn, logits, argmax);
   if (!backward) return res;
 
   // ---- Backward ----
-  float* dlogits = logits;
-  Gemm(true, false, V, D, T, 1.f, dlogits, V, hn, D, 1.f, grads + off_head, D);
-  Gemm(false, false, T, D, V, 1.f, dlogits, V, params + off_head, D, 0.f, dun, D);
-  std::fill(dh, dh + T * D, 0.f);
-  RmsNormBackward(hL, params + off_nf, rf, dun, T, D, dh, grads + off_nf);
+  LmHeadBackward(hL, head, rf, hn, logits, T, D, V, dun, dh, grads + off_nf, grads + off_head);
   for (int l = L - 1; l >= 0; --l) {
     const LayerSaved& s = sv[l];
     const float* st_conv = init_state ? init_state + l * cf.layer_state_size() : nullptr;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/check.h"
 #include "engine/train/attention_grad.h"
+#include "engine/train/lm_head_grad.h"
 #include "engine/train/loss.h"
 #include "engine/train/mamba2_mixer_grad.h"
 #include "engine/train/mlp_grad.h"
@@ -241,31 +242,16 @@ RowResult NemotronHLm::RowForwardBackward(const float* params, std::span<const i
     }
   }
 
-  // Head.
+  // Head and loss.
   const int64_t off_nf = table_.offset(table_.size() - 2);
   const int64_t off_head = table_.offset(table_.size() - 1);
-  RmsNormForward(hL, params + off_nf, T, D, c.eps, rf, hn);
-  Gemm(false, true, T, V, D, 1.f, hn, D, params + off_head, D, 0.f, logits, V);
-  if (argmax) {
-    argmax->resize(T);
-    for (int64_t t = 0; t < T; ++t) {
-      const float* z = logits + t * V;
-      (*argmax)[t] = static_cast<int32_t>(std::max_element(z, z + V) - z);
-    }
-  }
-  // Loss (dlogits written in place of the logits, which are not needed afterwards).
-  CrossEntropyResult ce =
-      MaskedCrossEntropy(std::span<const float>(logits, T * V), ids.subspan(1), target_mask, T, V,
-                         denom, backward ? std::span<float>(logits, T * V) : std::span<float>());
-  RowResult res{ce.loss_sum, ce.counted, ce.correct};
+  const LmHeadParams head{params + off_nf, params + off_head};
+  RowResult res = LmHeadForward(hL, head, T, D, V, c.eps, ids.subspan(1), target_mask, denom,
+                                backward, rf, hn, logits, argmax);
   if (!backward) return res;
 
   // ---- Backward ----
-  float* dlogits = logits;
-  Gemm(true, false, V, D, T, 1.f, dlogits, V, hn, D, 1.f, grads + off_head, D);
-  Gemm(false, false, T, D, V, 1.f, dlogits, V, params + off_head, D, 0.f, du, D);
-  std::fill(dh, dh + T * D, 0.f);
-  RmsNormBackward(hL, params + off_nf, rf, du, T, D, dh, grads + off_nf);
+  LmHeadBackward(hL, head, rf, hn, logits, T, D, V, du, dh, grads + off_nf, grads + off_head);
   for (int l = L - 1; l >= 0; --l) {
     const LayerSaved& s = sv[l];
     const int first = first_[l];

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/check.h"
 #include "engine/train/attention_grad.h"
+#include "engine/train/lm_head_grad.h"
 #include "engine/train/loss.h"
 #include "engine/train/mlp_grad.h"
 #include "engine/train/rms_norm_grad.h"
@@ -155,24 +156,12 @@ RowResult TransformerLm::RowForwardBackward(const float* params, std::span<const
     MlpForward(fd, BindMlp(params, table_, first(l) + 6, fd), s.u2, s.mlp, hnext);
   }
   const int64_t o_nf = table_.offset(1 + kPerLayer * L), o_head = table_.offset(2 + kPerLayer * L);
-  RmsNormForward(hf, params + o_nf, T, D, c.eps, rf, hn);
-  Gemm(false, true, T, V, D, 1.f, hn, D, params + o_head, D, 0.f, logits, V);
-  if (argmax) {
-    argmax->resize(T);
-    for (int64_t t = 0; t < T; ++t)
-      (*argmax)[t] = static_cast<int32_t>(std::max_element(logits + t * V, logits + (t + 1) * V) - (logits + t * V));
-  }
-  CrossEntropyResult ce = MaskedCrossEntropy(
-      std::span<const float>(logits, T * V), ids.subspan(1), target_mask, T, V, denom,
-      grads ? std::span<float>(logits, T * V) : std::span<float>());
-  RowResult res{ce.loss_sum, ce.counted, ce.correct};
+  const LmHeadParams head{params + o_nf, params + o_head};
+  RowResult res = LmHeadForward(hf, head, T, D, V, c.eps, ids.subspan(1), target_mask, denom,
+                                grads != nullptr, rf, hn, logits, argmax);
   if (!grads) return res;
 
-  float* dlogits = logits;
-  Gemm(true, false, V, D, T, 1.f, dlogits, V, hn, D, 1.f, grads + o_head, D);
-  Gemm(false, false, T, D, V, 1.f, dlogits, V, params + o_head, D, 0.f, dtmp, D);
-  std::fill(dh, dh + T * D, 0.f);
-  RmsNormBackward(hf, params + o_nf, rf, dtmp, T, D, dh, grads + o_nf);
+  LmHeadBackward(hf, head, rf, hn, logits, T, D, V, dtmp, dh, grads + o_nf, grads + o_head);
   for (int l = L - 1; l >= 0; --l) {
     Saved& s = sv[l];
     MlpBackward(fd, BindMlp(params, table_, first(l) + 6, fd), s.u2, s.mlp, mlp_scratch, dh, dtmp,
