@@ -234,8 +234,9 @@ std::vector<std::string> Split(const std::string& s) {
 int Main(int argc, char** argv) {
   std::string sizes = "1m,25m", families = "mamba2,llama,mistral,nemotron_h", models, batches = "1,16,64,256";
   int steps = 32;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; i += 2) {
     std::string flag = argv[i];
+    if (i + 1 >= argc) flag = "";  // a flag without its value (or a lone --help): usage
     if (flag == "--sizes") sizes = argv[i + 1];
     else if (flag == "--families") families = argv[i + 1];
     else if (flag == "--steps") steps = std::max(8, std::atoi(argv[i + 1]));

@@ -168,8 +168,8 @@ std::vector<Bench> Benches(const std::string& sizes, const std::string& families
 int main(int argc, char** argv) {
   int steps = 3, threads = 2, rows = 32, len = 128;
   std::string sizes = "1m,25m", families = "mamba2,llama,mistral,nemotron_h";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i];
+  for (int i = 1; i < argc; i += 2) {
+    const std::string k = i + 1 < argc ? argv[i] : "";  // a flag without its value: usage
     if (k == "--steps")
       steps = std::atoi(argv[i + 1]);
     else if (k == "--threads")
@@ -182,6 +182,13 @@ int main(int argc, char** argv) {
       sizes = argv[i + 1];
     else if (k == "--families")
       families = argv[i + 1];
+    else {
+      std::fprintf(
+          stderr,
+          "usage: train_bench [--steps 3] [--threads 2] [--rows 32] [--len 128]\n"
+          "                   [--sizes 1m,25m] [--families mamba2,llama,mistral,nemotron_h]\n");
+      return 2;
+    }
   }
   openblas_set_num_threads(1);
   std::printf("OpenBLAS core: %s (set OPENBLAS_CORETYPE=SkylakeX if this says Prescott)\n",
