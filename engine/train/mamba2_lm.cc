@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/check.h"
+#include "engine/train/embedding_grad.h"
 #include "engine/train/lm_head_grad.h"
 #include "engine/train/loss.h"
 #include "engine/train/mamba2_mixer_grad.h"
@@ -126,20 +127,10 @@ RowResult Mamba2Lm::RowForwardBackward(const float* params, std::span<const int3
       dun = c.Take(T * D);
     }
   };
-  Carver count(nullptr);
-  layout(count);
-  if (static_cast<int64_t>(ws->buf.size()) < count.used()) ws->buf.resize(count.used());
-  Carver carve(ws->buf.data());
-  layout(carve);
+  CarveWorkspace(ws->buf, layout);
 
   // Embedding.
-  const float* emb = params + table_.offset(0);
-  float* h0 = L > 0 ? sv[0].h : hL;
-  for (int64_t t = 0; t < T; ++t) {
-    const int32_t id = ids[t];
-    TL_CHECK(id >= 0 && id < V);
-    std::memcpy(h0 + t * D, emb + id * D, sizeof(float) * D);
-  }
+  EmbeddingForward(params + table_.offset(0), ids, T, D, V, L > 0 ? sv[0].h : hL);
 
   for (int l = 0; l < L; ++l) {
     const LayerSaved& s = sv[l];
@@ -172,12 +163,7 @@ RowResult Mamba2Lm::RowForwardBackward(const float* params, std::span<const int3
                         BindMamba2Mixer(grads, table_, LayerFirst(l) + 1));
     RmsNormBackward(s.h, params + off_norm, s.r, dun, T, D, dh, grads + off_norm);
   }
-  float* demb = grads + table_.offset(0);
-  for (int64_t t = 0; t < T; ++t) {
-    float* dst = demb + ids[t] * D;
-    const float* src = dh + t * D;
-    for (int64_t i = 0; i < D; ++i) dst[i] += src[i];
-  }
+  EmbeddingBackward(dh, ids, T, D, grads + table_.offset(0));
   return res;
 }
 

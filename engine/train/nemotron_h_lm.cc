@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/check.h"
 #include "engine/train/attention_grad.h"
+#include "engine/train/embedding_grad.h"
 #include "engine/train/lm_head_grad.h"
 #include "engine/train/loss.h"
 #include "engine/train/mamba2_mixer_grad.h"
@@ -207,20 +208,10 @@ RowResult NemotronHLm::RowForwardBackward(const float* params, std::span<const i
       if (has_f) mlp_scratch = MlpScratch::Carve(fd, cv);
     }
   };
-  Carver count(nullptr);
-  layout(count);
-  if (static_cast<int64_t>(ws->buf.size()) < count.used()) ws->buf.resize(count.used());
-  Carver carve(ws->buf.data());
-  layout(carve);
+  CarveWorkspace(ws->buf, layout);
 
   // Embedding.
-  const float* emb = params + table_.offset(0);
-  float* h0 = L > 0 ? sv[0].h : hL;
-  for (int64_t t = 0; t < T; ++t) {
-    const int32_t id = ids[t];
-    TL_CHECK(id >= 0 && id < V);
-    std::memcpy(h0 + t * D, emb + id * D, sizeof(float) * D);
-  }
+  EmbeddingForward(params + table_.offset(0), ids, T, D, V, L > 0 ? sv[0].h : hL);
 
   for (int l = 0; l < L; ++l) {
     const LayerSaved& s = sv[l];
@@ -275,12 +266,7 @@ RowResult NemotronHLm::RowForwardBackward(const float* params, std::span<const i
     const int64_t off_norm = table_.offset(first);
     RmsNormBackward(s.h, params + off_norm, s.r, du, T, D, dh, grads + off_norm);
   }
-  float* demb = grads + table_.offset(0);
-  for (int64_t t = 0; t < T; ++t) {
-    float* dst = demb + ids[t] * D;
-    const float* src = dh + t * D;
-    for (int64_t i = 0; i < D; ++i) dst[i] += src[i];
-  }
+  EmbeddingBackward(dh, ids, T, D, grads + table_.offset(0));
   return res;
 }
 

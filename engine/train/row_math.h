@@ -8,6 +8,7 @@
 #include <cblas.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace tapeloop::engine::train {
 
@@ -36,6 +37,17 @@ class Carver {
   float* base_;
   int64_t used_ = 0;
 };
+
+// Runs `layout(Carver&)` once counting, grows `buf` to fit (it never shrinks, so a workspace
+// reused across rows allocates only for the longest), then again carving `buf`.
+template <typename Layout>
+void CarveWorkspace(std::vector<float>& buf, Layout&& layout) {
+  Carver count(nullptr);
+  layout(count);
+  if (static_cast<int64_t>(buf.size()) < count.used()) buf.resize(count.used());
+  Carver carve(buf.data());
+  layout(carve);
+}
 
 }  // namespace tapeloop::engine::train
 

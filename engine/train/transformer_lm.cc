@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/check.h"
 #include "engine/train/attention_grad.h"
+#include "engine/train/embedding_grad.h"
 #include "engine/train/lm_head_grad.h"
 #include "engine/train/loss.h"
 #include "engine/train/mlp_grad.h"
@@ -131,20 +132,11 @@ RowResult TransformerLm::RowForwardBackward(const float* params, std::span<const
       mlp_scratch = MlpScratch::Carve(fd, cv);
     }
   };
-  Carver count(nullptr);
-  layout(count);
-  if (static_cast<int64_t>(ws->buf.size()) < count.used()) ws->buf.resize(count.used());
-  Carver carve(ws->buf.data());
-  layout(carve);
+  CarveWorkspace(ws->buf, layout);
 
   auto first = [&](int l) { return 1 + kPerLayer * l; };
   auto off = [&](int l, int k) { return table_.offset(first(l) + k); };
-  const float* emb = params + table_.offset(0);
-  float* h = sv.empty() ? hf : sv[0].h;
-  for (int64_t t = 0; t < T; ++t) {
-    TL_CHECK(ids[t] >= 0 && ids[t] < V);
-    std::memcpy(h + t * D, emb + ids[t] * D, sizeof(float) * D);
-  }
+  EmbeddingForward(params + table_.offset(0), ids, T, D, V, sv.empty() ? hf : sv[0].h);
   for (int l = 0; l < L; ++l) {
     Saved& s = sv[l];
     RmsNormForward(s.h, params + off(l, 0), T, D, c.eps, s.r1, s.u);
@@ -171,9 +163,7 @@ RowResult TransformerLm::RowForwardBackward(const float* params, std::span<const
                       dh, dtmp, BindAttention(grads, table_, first(l) + 1));
     RmsNormBackward(s.h, params + off(l, 0), s.r1, dtmp, T, D, dh, grads + off(l, 0));
   }
-  float* demb = grads + table_.offset(0);
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t i = 0; i < D; ++i) demb[ids[t] * D + i] += dh[t * D + i];
+  EmbeddingBackward(dh, ids, T, D, grads + table_.offset(0));
   return res;
 }
 
