@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,22 @@ std::vector<float> Params(const TransformerLm& m, uint64_t seed) {
   return p;
 }
 
+// The engine's model over the trainer's parameters p (its HF config, tensors by HF name).
+absl::StatusOr<std::unique_ptr<Model>> EngineModel(const TransformerLm& model,
+                                                   const std::vector<float>& p) {
+  auto cfg = ParseModelConfig(model.config().ToHfConfigJson());
+  if (!cfg.ok()) return cfg.status();
+  std::map<std::string, Tensor> tensors;
+  const ParamTable& t = model.table();
+  for (int i = 0; i < t.size(); ++i) {
+    Tensor x;
+    x.shape = t.spec(i).shape;
+    x.data.assign(p.begin() + t.offset(i), p.begin() + t.offset(i) + t.numel(i));
+    tensors[t.spec(i).name] = std::move(x);
+  }
+  return Model::FromTensors(*cfg, std::move(tensors));
+}
+
 void CheckGradients(int64_t window) {
   TransformerLm model(Tiny(window));
   std::vector<float> p = Params(model, 21);
@@ -67,17 +84,7 @@ TEST(TransformerLm, MatchesTheEngineForward) {
   for (int64_t window : {0, 3}) {
     TransformerLm model(Tiny(window));
     std::vector<float> p = Params(model, 23);
-    auto cfg = ParseModelConfig(model.config().ToHfConfigJson());
-    ASSERT_TRUE(cfg.ok()) << cfg.status();
-    std::map<std::string, Tensor> tensors;
-    for (int i = 0; i < model.table().size(); ++i) {
-      Tensor x;
-      x.shape = model.table().spec(i).shape;
-      x.data.assign(p.begin() + model.table().offset(i),
-                    p.begin() + model.table().offset(i) + model.table().numel(i));
-      tensors[model.table().spec(i).name] = std::move(x);
-    }
-    auto engine = Model::FromTensors(*cfg, std::move(tensors));
+    auto engine = EngineModel(model, p);
     ASSERT_TRUE(engine.ok()) << engine.status();
     Rng rng(24);
     std::vector<int32_t> ids;
@@ -126,17 +133,7 @@ TEST(TransformerLm, EngineDecodeTokenByTokenMatchesTheTrainerRow) {
   for (int64_t window : {0, 3}) {
     TransformerLm model(Tiny(window));
     std::vector<float> p = Params(model, 25);
-    auto cfg = ParseModelConfig(model.config().ToHfConfigJson());
-    ASSERT_TRUE(cfg.ok()) << cfg.status();
-    std::map<std::string, Tensor> tensors;
-    for (int i = 0; i < model.table().size(); ++i) {
-      Tensor x;
-      x.shape = model.table().spec(i).shape;
-      x.data.assign(p.begin() + model.table().offset(i),
-                    p.begin() + model.table().offset(i) + model.table().numel(i));
-      tensors[model.table().spec(i).name] = std::move(x);
-    }
-    auto engine = Model::FromTensors(*cfg, std::move(tensors));
+    auto engine = EngineModel(model, p);
     ASSERT_TRUE(engine.ok()) << engine.status();
     const int V = 11, T = 20, prompt = 5;
     Rng rng(26);
