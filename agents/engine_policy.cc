@@ -41,12 +41,10 @@ absl::Status EnginePolicy::Append(int slot, std::span<const TokenId> tokens) {
   }
   if (tokens.empty()) return absl::InvalidArgumentError("engine policy: Append needs a token");
   const int64_t V = model_->config().vocab_size;
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] < 0 || tokens[i] >= V) {
-      return absl::InvalidArgumentError(absl::StrCat("engine policy: token id ", tokens[i],
-                                                     " at index ", i,
-                                                     " is outside the vocabulary [0, ", V, ")"));
-    }
+  if (int64_t i = engine::FirstIdOutsideVocabulary(tokens, V); i >= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("engine policy: token id ", tokens[i],
+                                                   " at index ", i,
+                                                   " is outside the vocabulary [0, ", V, ")"));
   }
   s.queued.insert(s.queued.end(), tokens.begin(), tokens.end());
   return absl::OkStatus();

@@ -321,11 +321,9 @@ absl::StatusOr<AppendResult> SessionManager::Append(const std::string& principal
         absl::StrCat("top_k_logits: ", top_k_logits, " is outside [0, ", kMaxTopLogits, "]"));
   }
   const int64_t V = found->model->model->config().vocab_size;
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] < 0 || tokens[i] >= V) {
-      return absl::InvalidArgumentError(absl::StrCat("tokens.ids[", i, "]: ", tokens[i],
-                                                     " is outside the vocabulary [0, ", V, ")"));
-    }
+  if (int64_t i = engine::FirstIdOutsideVocabulary(tokens, V); i >= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tokens.ids[", i, "]: ", tokens[i],
+                                                   " is outside the vocabulary [0, ", V, ")"));
   }
   ASSIGN_OR_RETURN(auto entry, Acquire(principal, id));
   auto logits = entry->session->Append(tokens);
@@ -377,12 +375,10 @@ absl::Status SessionManager::Generate(const std::string& principal, const std::s
                                                    ctx_->limits.max_tokens_per_generate, "]"));
   }
   const int64_t V = entry->model->model->config().vocab_size;
-  for (size_t i = 0; i < params.stop_tokens.size(); ++i) {
-    if (params.stop_tokens[i] < 0 || params.stop_tokens[i] >= V) {
-      return absl::InvalidArgumentError(absl::StrCat("stop_token_ids[", i,
-                                                     "]: ", params.stop_tokens[i],
-                                                     " is outside the vocabulary [0, ", V, ")"));
-    }
+  if (int64_t i = engine::FirstIdOutsideVocabulary(params.stop_tokens, V); i >= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("stop_token_ids[", i, "]: ",
+                                                   params.stop_tokens[i],
+                                                   " is outside the vocabulary [0, ", V, ")"));
   }
   auto job = std::make_shared<Job>();
   job->entry = entry;

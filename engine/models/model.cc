@@ -297,13 +297,18 @@ absl::Status Model::CheckInputs(std::span<const int32_t> tokens, const SessionSt
   if (&state.layout() != &layout_) {
     return absl::FailedPreconditionError("engine: session state belongs to another model");
   }
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] < 0 || tokens[i] >= config_.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("engine: token id ", tokens[i], " at index ", i,
-                                                     " is outside the vocabulary [0, ", config_.vocab_size, ")"));
-    }
+  if (int64_t i = FirstIdOutsideVocabulary(tokens, config_.vocab_size); i >= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("engine: token id ", tokens[i], " at index ", i,
+                                                   " is outside the vocabulary [0, ", config_.vocab_size, ")"));
   }
   return absl::OkStatus();
+}
+
+int64_t FirstIdOutsideVocabulary(std::span<const int32_t> ids, int64_t vocab) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab) return static_cast<int64_t>(i);
+  }
+  return -1;
 }
 
 void Model::Logits(const float* h, int64_t rows, float* logits) const {

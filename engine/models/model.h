@@ -147,6 +147,10 @@ class Model {
   StateLayout layout_;
 };
 
+// Index of the first id outside the vocabulary [0, vocab), or -1 when every id is inside. The
+// one range check of token ids from callers (each words its own error message).
+int64_t FirstIdOutsideVocabulary(std::span<const int32_t> ids, int64_t vocab);
+
 }  // namespace tapeloop::engine
 
 #endif  // TAPELOOP_ENGINE_MODELS_MODEL_H_

@@ -14,11 +14,9 @@ Session::Session(const Model* model, uint64_t seed) : model_(model), state_(mode
 absl::StatusOr<std::vector<float>> Session::Append(std::span<const int32_t> tokens, bool all_logits) {
   if (tokens.empty()) return absl::InvalidArgumentError("session: Append needs at least one token");
   const int64_t V = model_->config().vocab_size;
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] < 0 || tokens[i] >= V) {
-      return absl::InvalidArgumentError(absl::StrCat("session: token id ", tokens[i], " at index ", i,
-                                                     " is outside the vocabulary [0, ", V, ")"));
-    }
+  if (int64_t i = FirstIdOutsideVocabulary(tokens, V); i >= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("session: token id ", tokens[i], " at index ", i,
+                                                   " is outside the vocabulary [0, ", V, ")"));
   }
   std::vector<float> out, chunk_logits;
   if (all_logits) out.reserve(tokens.size() * V);
