@@ -379,7 +379,7 @@ grpc::ServerWriteReactor<v1::RunEpisodeResponse>* AgentService::RunEpisode(
   if (!scope->ok()) {
     return new RefusedEpisode(ShuttingDown());
   }
-  auto principal = Principal(*ctx_, *context);
+  auto principal = Principal(*ctx_, *context, *request);
   if (!principal.ok()) return new RefusedEpisode(ToGrpcStatus(principal.status()));
   auto checked = Validate(*request, ctx_->limits);
   if (!checked.ok()) return new RefusedEpisode(ToGrpcStatus(checked.status()));
@@ -495,7 +495,7 @@ void ReadSummary(const store::Statement& st, v1::EpisodeSummary* s) {
 grpc::ServerUnaryReactor* AgentService::GetEpisode(grpc::CallbackServerContext* context,
                                                    const v1::GetEpisodeRequest* request,
                                                    v1::GetEpisodeResponse* response) {
-  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
+  return AnswerUnary(*ctx_, context, *request, [&](const std::string& principal) -> absl::Status {
     if (request->episode_id().empty()) return absl::InvalidArgumentError("episode_id: required");
     std::lock_guard<std::mutex> lock(read_mu_);
     auto db = OpenDb(&read_db_);
@@ -519,7 +519,7 @@ grpc::ServerUnaryReactor* AgentService::GetEpisode(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* AgentService::ListEpisodes(grpc::CallbackServerContext* context,
                                                      const v1::ListEpisodesRequest* request,
                                                      v1::ListEpisodesResponse* response) {
-  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
+  return AnswerUnary(*ctx_, context, *request, [&](const std::string& principal) -> absl::Status {
     const int page_size = request->page_size() == 0 ? 100 : request->page_size();
     if (page_size < 1 || page_size > 1000) {
       return absl::InvalidArgumentError(

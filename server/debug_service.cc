@@ -193,7 +193,7 @@ absl::StatusOr<std::shared_ptr<DebugService::Session>> DebugService::Find(
 grpc::ServerUnaryReactor* DebugService::Open(grpc::CallbackServerContext* context,
                                              const v1::OpenDebugSessionRequest* request,
                                              v1::OpenDebugSessionResponse* response) {
-  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
+  return AnswerUnary(*ctx_, context, *request, [&](const std::string& principal) -> absl::Status {
     const ServiceLimits& limits = ctx_->limits;
     Clock::duration idle = limits.default_idle_timeout;
     if (request->idle_timeout_seconds() > 0) {
@@ -308,7 +308,7 @@ grpc::ServerUnaryReactor* DebugService::Command(grpc::CallbackServerContext* con
     return reactor;
   }
   auto found = [&]() -> absl::StatusOr<std::shared_ptr<Session>> {
-    auto principal = Principal(*ctx_, *context);
+    auto principal = Principal(*ctx_, *context, *request);
     if (!principal.ok()) return principal.status();
     if (static_cast<int64_t>(request->command().size()) > options_.max_command_bytes) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -375,7 +375,7 @@ grpc::ServerUnaryReactor* DebugService::Command(grpc::CallbackServerContext* con
 grpc::ServerUnaryReactor* DebugService::Files(grpc::CallbackServerContext* context,
                                               const v1::DebugFilesRequest* request,
                                               v1::DebugFilesResponse* response) {
-  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
+  return AnswerUnary(*ctx_, context, *request, [&](const std::string& principal) -> absl::Status {
     // Files are only read while no command runs (the command holds `busy`).
     auto session = Find(principal, request->session_id(), /*busy=*/true);
     if (!session.ok()) return session.status();
@@ -394,7 +394,7 @@ grpc::ServerUnaryReactor* DebugService::Close(grpc::CallbackServerContext* conte
   // `closing` is destroyed on return, after AnswerUnary finished the call: stopping a paused
   // program joins its thread.
   std::shared_ptr<Session> closing;
-  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
+  return AnswerUnary(*ctx_, context, *request, [&](const std::string& principal) -> absl::Status {
     if (request->session_id().empty()) return absl::InvalidArgumentError("session_id: empty");
     std::lock_guard<std::mutex> lock(mu_);
     if (shut_down_) return absl::UnavailableError("server is shutting down");

@@ -253,6 +253,7 @@ void EngineService::WorkerLoop() {
 }
 
 grpc::ServerUnaryReactor* EngineService::Unary(grpc::CallbackServerContext* context,
+                                               const google::protobuf::Message& request,
                                                std::function<absl::Status(const std::string&)> work,
                                                bool on_worker) {
   auto* reactor = context->DefaultReactor();
@@ -261,7 +262,7 @@ grpc::ServerUnaryReactor* EngineService::Unary(grpc::CallbackServerContext* cont
     reactor->Finish(ShuttingDown());
     return reactor;
   }
-  auto principal = Principal(*ctx_, *context);
+  auto principal = Principal(*ctx_, *context, request);
   absl::Status early = principal.ok() ? init_status_ : principal.status();
   if (!early.ok()) {
     reactor->Finish(ToGrpcStatus(early));
@@ -293,7 +294,7 @@ grpc::ServerUnaryReactor* EngineService::ListModels(grpc::CallbackServerContext*
                                                     const v1::ListModelsRequest* request,
                                                     v1::ListModelsResponse* response) {
   return Unary(
-      context,
+      context, *request,
       [this, response](const std::string&) {
         for (const ModelListing& m : ctx_->models->List()) {
           v1::EngineModel* out = response->add_models();
@@ -312,7 +313,7 @@ grpc::ServerUnaryReactor* EngineService::ListModels(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* EngineService::LoadModel(grpc::CallbackServerContext* context,
                                                    const v1::LoadModelRequest* request,
                                                    v1::EngineModel* response) {
-  return Unary(context, [this, request, response](const std::string&) -> absl::Status {
+  return Unary(context, *request, [this, request, response](const std::string&) -> absl::Status {
     ASSIGN_OR_RETURN(auto loaded, ctx_->models->Load(request->name()));
     response->set_name(loaded->name);
     response->set_arch(engine::FamilyName(loaded->model->config().family));
@@ -329,7 +330,7 @@ grpc::ServerUnaryReactor* EngineService::UnloadModel(grpc::CallbackServerContext
                                                      const v1::UnloadModelRequest* request,
                                                      v1::UnloadModelResponse* response) {
   return Unary(
-      context,
+      context, *request,
       [this, request](const std::string&) { return ctx_->models->Unload(request->name()); },
       /*on_worker=*/false);
 }
@@ -337,7 +338,7 @@ grpc::ServerUnaryReactor* EngineService::UnloadModel(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* EngineService::CreateSession(grpc::CallbackServerContext* context,
                                                        const v1::CreateSessionRequest* request,
                                                        v1::EngineSession* response) {
-  return Unary(context, [this, request, response](const std::string& p) -> absl::Status {
+  return Unary(context, *request, [this, request, response](const std::string& p) -> absl::Status {
     ASSIGN_OR_RETURN(SessionOptions options,
                      Options(request->model(), request->sampling(), request->idle_timeout_seconds(),
                              request->keep_snapshot_on_evict()));
@@ -350,7 +351,7 @@ grpc::ServerUnaryReactor* EngineService::CreateSession(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* EngineService::Append(grpc::CallbackServerContext* context,
                                                 const v1::AppendRequest* request,
                                                 v1::AppendResponse* response) {
-  return Unary(context, [this, request, response](const std::string& p) -> absl::Status {
+  return Unary(context, *request, [this, request, response](const std::string& p) -> absl::Status {
     absl::StatusOr<AppendResult> result;
     switch (request->input_case()) {
       case v1::AppendRequest::kTokens:
@@ -389,7 +390,7 @@ grpc::ServerWriteReactor<v1::GenerateChunk>* EngineService::Generate(
   if (!calls->Enter()) {
     return new FailedWriteReactor(ShuttingDown(), nullptr);
   }
-  auto principal = Principal(*ctx_, *context);
+  auto principal = Principal(*ctx_, *context, *request);
   absl::Status early = principal.ok() ? init_status_ : principal.status();
   GenerateParams params;
   if (early.ok()) {
@@ -429,7 +430,7 @@ grpc::ServerWriteReactor<v1::GenerateChunk>* EngineService::Generate(
 grpc::ServerUnaryReactor* EngineService::Fork(grpc::CallbackServerContext* context,
                                               const v1::ForkRequest* request,
                                               v1::EngineSession* response) {
-  return Unary(context, [this, request, response](const std::string& p) -> absl::Status {
+  return Unary(context, *request, [this, request, response](const std::string& p) -> absl::Status {
     ASSIGN_OR_RETURN(SessionInfo info, sessions_->Fork(p, request->session_id()));
     ToProto(info, response);
     return absl::OkStatus();
@@ -439,7 +440,7 @@ grpc::ServerUnaryReactor* EngineService::Fork(grpc::CallbackServerContext* conte
 grpc::ServerUnaryReactor* EngineService::Snapshot(grpc::CallbackServerContext* context,
                                                   const v1::SnapshotRequest* request,
                                                   v1::SnapshotResponse* response) {
-  return Unary(context, [this, request, response](const std::string& p) -> absl::Status {
+  return Unary(context, *request, [this, request, response](const std::string& p) -> absl::Status {
     ASSIGN_OR_RETURN(SnapshotResult r, sessions_->Snapshot(p, request->session_id()));
     response->set_snapshot_id(r.snapshot_id);
     response->set_position(r.position);
@@ -451,7 +452,7 @@ grpc::ServerUnaryReactor* EngineService::Snapshot(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* EngineService::Restore(grpc::CallbackServerContext* context,
                                                  const v1::RestoreRequest* request,
                                                  v1::EngineSession* response) {
-  return Unary(context, [this, request, response](const std::string& p) -> absl::Status {
+  return Unary(context, *request, [this, request, response](const std::string& p) -> absl::Status {
     ASSIGN_OR_RETURN(SessionOptions options,
                      Options("", request->sampling(), request->idle_timeout_seconds(),
                              request->keep_snapshot_on_evict()));
@@ -465,7 +466,7 @@ grpc::ServerUnaryReactor* EngineService::GetSession(grpc::CallbackServerContext*
                                                     const v1::GetSessionRequest* request,
                                                     v1::EngineSession* response) {
   return Unary(
-      context,
+      context, *request,
       [this, request, response](const std::string& p) -> absl::Status {
         ASSIGN_OR_RETURN(SessionInfo info,
                          sessions_->GetSession(p, request->session_id(), request->include_state()));
@@ -479,7 +480,7 @@ grpc::ServerUnaryReactor* EngineService::CloseSession(grpc::CallbackServerContex
                                                       const v1::CloseSessionRequest* request,
                                                       v1::CloseSessionResponse* response) {
   return Unary(
-      context,
+      context, *request,
       [this, request](const std::string& p) {
         return sessions_->CloseSession(p, request->session_id());
       },
@@ -490,7 +491,7 @@ grpc::ServerUnaryReactor* EngineService::ListSessions(grpc::CallbackServerContex
                                                       const v1::ListSessionsRequest* request,
                                                       v1::ListSessionsResponse* response) {
   return Unary(
-      context,
+      context, *request,
       [this, response](const std::string& p) {
         for (const SessionInfo& info : sessions_->ListSessions(p)) {
           ToProto(info, response->add_sessions());
@@ -512,7 +513,7 @@ grpc::ServerUnaryReactor* EngineService::GetEngineStats(grpc::CallbackServerCont
                                                         const v1::GetEngineStatsRequest* request,
                                                         v1::EngineStats* response) {
   return Unary(
-      context,
+      context, *request,
       [this, response](const std::string&) {
         SchedulerStats s = stats();
         response->set_steps(s.steps);

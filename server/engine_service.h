@@ -82,9 +82,10 @@ class EngineService final : public tapeloop::v1::Engine::CallbackService {
                                            tapeloop::v1::EngineStats* response) override;
 
  private:
-  // Runs `work(principal)` for an authenticated, admitted call on a worker thread and finishes
-  // the reactor with its status.
+  // Runs `work(principal)` for an authenticated, admitted call carrying a well-decoded `request`
+  // (see Principal) on a worker thread and finishes the reactor with its status.
   grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context,
+                                  const google::protobuf::Message& request,
                                   std::function<absl::Status(const std::string&)> work,
                                   bool on_worker = true);
   void WorkerLoop();

@@ -152,21 +152,24 @@ absl::StatusOr<std::shared_ptr<Environment>> EnvironmentService::Find(const std:
 grpc::ServerUnaryReactor* EnvironmentService::ListTools(grpc::CallbackServerContext* context,
                                                         const v1::ListEnvToolsRequest* request,
                                                         v1::ListEnvToolsResponse* response) {
-  return AnswerUnary(*ctx_, context, [&](const std::string& /*principal*/) -> absl::Status {
-    if (!request->task().empty()) RETURN_IF_ERROR(ParseTask(request->task()).status());
-    ASSIGN_OR_RETURN(tasks::Mode mode, ParseModeField(request->mode()));
-    std::optional<std::string> unused;
-    tools::ToolRegistry registry;
-    RegisterTools(mode, {}, &unused, &registry);
-    for (const auto& d : registry.Definitions()) ToProto(d, response->add_tools());
-    return absl::OkStatus();
-  });
+  return AnswerUnary(*ctx_, context, *request,
+                     [&](const std::string& /*principal*/) -> absl::Status {
+                       if (!request->task().empty())
+                         RETURN_IF_ERROR(ParseTask(request->task()).status());
+                       ASSIGN_OR_RETURN(tasks::Mode mode, ParseModeField(request->mode()));
+                       std::optional<std::string> unused;
+                       tools::ToolRegistry registry;
+                       RegisterTools(mode, {}, &unused, &registry);
+                       for (const auto& d : registry.Definitions())
+                         ToProto(d, response->add_tools());
+                       return absl::OkStatus();
+                     });
 }
 
 grpc::ServerUnaryReactor* EnvironmentService::Reset(grpc::CallbackServerContext* context,
                                                     const v1::EnvResetRequest* request,
                                                     v1::EnvResetResponse* response) {
-  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
+  return AnswerUnary(*ctx_, context, *request, [&](const std::string& principal) -> absl::Status {
     ASSIGN_OR_RETURN(const tasks::Task* task, ParseTask(request->task()));
     ASSIGN_OR_RETURN(tasks::Mode mode, ParseModeField(request->mode()));
     const ServiceLimits& limits = ctx_->limits;
@@ -258,7 +261,7 @@ grpc::ServerUnaryReactor* EnvironmentService::Reset(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* EnvironmentService::Step(grpc::CallbackServerContext* context,
                                                    const v1::EnvStepRequest* request,
                                                    v1::EnvStepResponse* response) {
-  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
+  return AnswerUnary(*ctx_, context, *request, [&](const std::string& principal) -> absl::Status {
     ASSIGN_OR_RETURN(std::shared_ptr<Environment> env, Find(principal, request->env_id()));
     std::lock_guard<std::mutex> lock(env->mu);
     if (env->closed) {
@@ -320,7 +323,7 @@ grpc::ServerUnaryReactor* EnvironmentService::Step(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* EnvironmentService::Close(grpc::CallbackServerContext* context,
                                                     const v1::EnvCloseRequest* request,
                                                     v1::EnvCloseResponse* response) {
-  return AnswerUnary(*ctx_, context, [&](const std::string& principal) -> absl::Status {
+  return AnswerUnary(*ctx_, context, *request, [&](const std::string& principal) -> absl::Status {
     std::shared_ptr<Environment> env;
     {
       if (request->env_id().empty()) return absl::InvalidArgumentError("env_id: required");

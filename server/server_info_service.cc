@@ -2,12 +2,12 @@
 
 #include "common/version.h"
 #include "engine/kernels/device.h"
+#include "proto/request_decoding.h"
 #include "server/grpc_status.h"
 
 namespace tapeloop::server {
 
-ServerInfoService::ServerInfoService(int db_schema_version, const ApiKeys* keys,
-                                     CallTracker* calls)
+ServerInfoService::ServerInfoService(int db_schema_version, const ApiKeys* keys, CallTracker* calls)
     : started_(std::chrono::steady_clock::now()),
       db_schema_version_(db_schema_version),
       gpu_visible_(engine::CudaDeviceCount() > 0),
@@ -25,6 +25,10 @@ grpc::ServerUnaryReactor* ServerInfoService::GetServerInfo(
   }
   if (auto principal = keys_->Authenticate(*context); !principal.ok()) {
     reactor->Finish(ToGrpcStatus(principal.status()));
+    return reactor;
+  }
+  if (std::string error = v1::DecodeError(*request); !error.empty()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
     return reactor;
   }
   response->set_version(std::string(Version()));

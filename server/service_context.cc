@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "proto/request_decoding.h"
 #include "server/grpc_status.h"
 
 namespace tapeloop::server {
@@ -31,8 +32,14 @@ std::string NewId(const char* prefix) {
 }
 
 absl::StatusOr<std::string> Principal(const ServiceContext& ctx,
-                                      const grpc::ServerContextBase& context) {
-  return ctx.keys->Authenticate(context);
+                                      const grpc::ServerContextBase& context,
+                                      const google::protobuf::Message& request) {
+  absl::StatusOr<std::string> principal = ctx.keys->Authenticate(context);
+  if (!principal.ok()) return principal;
+  if (std::string error = v1::DecodeError(request); !error.empty()) {
+    return absl::InvalidArgumentError(error);
+  }
+  return principal;
 }
 
 grpc::Status ShuttingDown() {
@@ -41,6 +48,7 @@ grpc::Status ShuttingDown() {
 
 grpc::ServerUnaryReactor* AnswerUnary(
     const ServiceContext& ctx, grpc::CallbackServerContext* context,
+    const google::protobuf::Message& request,
     absl::FunctionRef<absl::Status(const std::string& principal)> handle) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   CallTracker::Scope call(ctx.calls);
@@ -48,7 +56,7 @@ grpc::ServerUnaryReactor* AnswerUnary(
     reactor->Finish(ShuttingDown());
     return reactor;
   }
-  absl::StatusOr<std::string> principal = Principal(ctx, *context);
+  absl::StatusOr<std::string> principal = Principal(ctx, *context, request);
   reactor->Finish(ToGrpcStatus(principal.ok() ? handle(*principal) : principal.status()));
   return reactor;
 }

@@ -18,6 +18,10 @@
 #include "server/call_tracker.h"
 #include "server/model_registry.h"
 
+namespace google::protobuf {
+class Message;
+}  // namespace google::protobuf
+
 namespace grpc {
 class CallbackServerContext;
 class ServerContextBase;
@@ -51,23 +55,30 @@ struct ServiceContext {
 // Unguessable: ids are the only thing that names a session, and they are never sequential.
 std::string NewId(const char* prefix);
 
-// The caller's principal (see ApiKeys::Authenticate). Draining is not checked here: hold a
-// CallTracker::Scope for the call and answer UNAVAILABLE when it is not ok().
+// The principal of a caller sending `request`: the caller's authentication error first (see
+// ApiKeys::Authenticate), then INVALID_ARGUMENT when the request did not decode cleanly (invalid
+// UTF-8 in a string field, or not a message at all; the message names the field: see
+// proto/request_decoding.h). Every handler calls this before it reads the request. Draining is
+// not checked here: hold a CallTracker::Scope for the call and answer UNAVAILABLE when it is
+// not ok().
 absl::StatusOr<std::string> Principal(const ServiceContext& ctx,
-                                      const grpc::ServerContextBase& context);
+                                      const grpc::ServerContextBase& context,
+                                      const google::protobuf::Message& request);
 
 // UNAVAILABLE "server is shutting down": the answer to a call that arrives while the server
 // drains (CallTracker refused it).
 grpc::Status ShuttingDown();
 
 // Answers a unary call on the calling thread, the shared prologue of the synchronous handlers:
-// UNAVAILABLE (ShuttingDown) when the server drains; else the caller's authentication error
-// (Principal); else handle(principal), its Status mapped by ToGrpcStatus (the response is what
-// handle filled in). The call counts in ctx.calls until the reactor is finished. Returns
-// context->DefaultReactor(), already finished, for the handler to return. Work that outlives the
-// handler (a job on a pool) cannot use this: it must enter the CallTracker itself.
+// UNAVAILABLE (ShuttingDown) when the server drains; else the caller's authentication or
+// request decoding error (Principal); else handle(principal), its Status mapped by ToGrpcStatus
+// (the response is what handle filled in). The call counts in ctx.calls until the reactor is
+// finished. Returns context->DefaultReactor(), already finished, for the handler to return. Work
+// that outlives the handler (a job on a pool) cannot use this: it must enter the CallTracker
+// itself.
 grpc::ServerUnaryReactor* AnswerUnary(
     const ServiceContext& ctx, grpc::CallbackServerContext* context,
+    const google::protobuf::Message& request,
     absl::FunctionRef<absl::Status(const std::string& principal)> handle);
 
 }  // namespace tapeloop::server

@@ -183,8 +183,7 @@ class RequestGenerator {
           return *it;
         }
         return "ses_00000000000000000000000000000000";
-      case 3:
-        {
+      case 3: {
         static constexpr char kBad[] = "\xff\xfe bad utf8 \xc3";
         return std::string(kBad, sizeof kBad - 1);
       }
@@ -371,14 +370,16 @@ TEST(HandlerFuzz, EveryHandlerSurvivesGeneratedRequests) {
   RequestGenerator gen(20261129);
   std::map<std::string, std::map<int, int>> codes;  // method -> code -> count
   constexpr int kCalls = 4000;
+  int unparseable = 0;
   for (int i = 0; i < kCalls; ++i) {
     const Method& method = methods[gen.rng()() % methods.size()];
     std::unique_ptr<pb::Message> request(factory.GetPrototype(method.input)->New());
     gen.Fill(request.get());
     std::string bytes = request->SerializePartialAsString();
     if (gen.Chance(0.15)) bytes = gen.RawBytes(bytes);
-    // Requests that do not parse (raw bytes, or invalid UTF-8 in a proto3 string) are refused by
-    // gRPC itself, with UNIMPLEMENTED; those that parse must reach a handler.
+    // Requests that protobuf cannot parse (raw bytes, or invalid UTF-8 in a proto3 string)
+    // reach the handler too (proto/request_decoding.h) and are refused INVALID_ARGUMENT; no
+    // method may answer UNIMPLEMENTED (gRPC's answer when a request type decodes strictly).
     std::unique_ptr<pb::Message> reparsed(factory.GetPrototype(method.input)->New());
     const bool raw = !reparsed->ParseFromString(bytes);
     CallResult result =
@@ -390,8 +391,14 @@ TEST(HandlerFuzz, EveryHandlerSurvivesGeneratedRequests) {
     EXPECT_NE(result.status.error_code(), grpc::StatusCode::INTERNAL)
         << method.path << ": " << result.status.error_message() << "\n"
         << request->ShortDebugString().substr(0, 500);
-    if (!raw) {
-      EXPECT_NE(result.status.error_code(), grpc::StatusCode::UNIMPLEMENTED)
+    EXPECT_NE(result.status.error_code(), grpc::StatusCode::UNIMPLEMENTED)
+        << method.path << ": " << result.status.error_message();
+    if (raw) {
+      ++unparseable;
+      EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+          << method.path << ": " << result.status.error_message();
+      EXPECT_TRUE(result.status.error_message().find("invalid UTF-8") != std::string::npos ||
+                  result.status.error_message().rfind("request: not a valid tapeloop.v1.", 0) == 0)
           << method.path << ": " << result.status.error_message();
     }
     for (const std::string& response_bytes : result.responses) {
@@ -401,6 +408,7 @@ TEST(HandlerFuzz, EveryHandlerSurvivesGeneratedRequests) {
   }
   // The fuzzer reached past argument checks: ids came back and were reused.
   EXPECT_GT(gen.harvested(), 0u);
+  EXPECT_GT(unparseable, kCalls / 20);
   for (const auto& [path, by_code] : codes) {
     std::string line = path + ":";
     for (const auto& [code, n] : by_code)
