@@ -5,10 +5,13 @@
 //
 //   engine_bench [--sizes 1m,25m] [--families mamba2,llama,mistral,nemotron_h] [--steps N]
 //   engine_bench --model DIR[,DIR...] [--batches 1,16,64,256] [--steps N]
+//   engine_bench [--sizes ...] [--families ...] --batches 1,64 [--steps N]
 //
 // With --model, checkpoints (e.g. models/mamba2-pointer) are measured instead: decode tokens/s
 // and CPU microseconds per token (process CPU time, all threads) at each batch size, best of a
-// few repetitions, and the ratio of each batch's tokens/s to batch 1's.
+// few repetitions, and the ratio of each batch's tokens/s to batch 1's. --batches without
+// --model prints the same decode rows for the random models (no prefill or bandwidth runs; for
+// profiling and quick before/after comparisons).
 //
 // A plain driver (timed loops, best of a few repetitions) rather than Google Benchmark fixtures:
 // each figure needs a model and sessions set up first, and the run must stay short on a shared
@@ -131,14 +134,20 @@ double CpuSeconds() {
   return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-// Decode tokens/s (best of `reps`) and the CPU microseconds per token of that repetition.
+// Decode tokens/s (best of `reps`) and CPU microseconds per token (all threads; least of `reps`:
+// on a loaded machine the CPU time is steadier than the wall time).
 double DecodeRate(const Model& m, int batch, int prompt, int steps, int reps, double* cpu_us = nullptr) {
   std::vector<std::unique_ptr<Session>> sessions;
   std::vector<Session*> ptrs;
   for (int b = 0; b < batch; ++b) {
-    sessions.push_back(std::make_unique<Session>(&m));
-    // Different prompt lengths so sessions sit at different positions.
-    (void)sessions.back()->Append(Tokens(prompt + b % 7, b));
+    // Different prompt lengths so sessions sit at different positions; sessions beyond the
+    // first seven are forks of those (same positions, no prefill to wait for).
+    if (b < 7) {
+      sessions.push_back(std::make_unique<Session>(&m));
+      (void)sessions.back()->Append(Tokens(prompt + b % 7, b));
+    } else {
+      sessions.push_back(sessions[b % 7]->Fork());
+    }
     ptrs.push_back(sessions.back().get());
   }
   std::vector<int32_t> toks(batch, 65);
@@ -149,34 +158,51 @@ double DecodeRate(const Model& m, int batch, int prompt, int steps, int reps, do
     auto t0 = Clock::now();
     for (int s = 0; s < steps; ++s) (void)DecodeBatch(ptrs, toks);
     const double rate = batch * steps / Seconds(t0, Clock::now());
-    if (rate > best) {
-      best = rate;
-      if (cpu_us) *cpu_us = (CpuSeconds() - c0) * 1e6 / (batch * steps);
-    }
+    const double us = (CpuSeconds() - c0) * 1e6 / (batch * steps);
+    best = std::max(best, rate);
+    if (cpu_us && (rep == 0 || us < *cpu_us)) *cpu_us = us;
   }
   return best;
 }
 
+// Decode steps per repetition and repetitions for the random models' table at batch b (`steps`
+// at batch 1; fewer at larger batches, so that the sessions' positions stay near the prompt).
+void TableSteps(int b, int steps, int* n, int* reps) {
+  *n = b == 1 ? steps : b <= 64 ? std::max(2, steps / 8) : std::max(2, steps / 16);
+  *reps = b == 1 ? 5 : b <= 64 ? 4 : 3;
+}
+
+// Decode rows of one model at the given batch sizes (--model: about the same number of tokens
+// per repetition at every batch size; --batches with --sizes: the table's steps).
+void BenchDecode(const std::string& name, const Model& model, const std::vector<int>& batches,
+                 int steps, bool table_steps) {
+  double base = 0;
+  for (int b : batches) {
+    double cpu_us = 0;
+    int n = std::max(4, steps * 64 / std::max(b, 1)), reps = 5;
+    if (table_steps) TableSteps(b, steps, &n, &reps);
+    const double rate = DecodeRate(model, b, 64, n, reps, &cpu_us);
+    if (base == 0) base = rate;
+    std::printf("| %s | %.2fM | %d | %.0f | %.1f | %.2fx |\n", name.c_str(),
+                model.num_params() / 1e6, b, rate, cpu_us, rate / base);
+    std::fflush(stdout);
+  }
+}
+
+constexpr char kDecodeHeader[] =
+    "| model | params | batch | decode tok/s | CPU us / token | vs batch 1 "
+    "|\n|---|---|---|---|---|---|\n";
+
 // --model: decode of checkpoints at the given batch sizes.
 int BenchCheckpoints(const std::vector<std::string>& dirs, const std::vector<int>& batches, int steps) {
-  std::printf("| model | params | batch | decode tok/s | CPU us / token | vs batch 1 |\n|---|---|---|---|---|---|\n");
+  std::printf("%s", kDecodeHeader);
   for (const std::string& dir : dirs) {
     auto model = Model::Load(dir);
     if (!model.ok()) {
       std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
       return 1;
     }
-    double base = 0;
-    for (int b : batches) {
-      double cpu_us = 0;
-      // About the same number of tokens per repetition at every batch size.
-      const int n = std::max(4, steps * 64 / std::max(b, 1));
-      const double rate = DecodeRate(**model, b, 64, n, 5, &cpu_us);
-      if (base == 0) base = rate;
-      std::printf("| %s | %.2fM | %d | %.0f | %.1f | %.2fx |\n", dir.c_str(), (*model)->num_params() / 1e6, b, rate,
-                  cpu_us, rate / base);
-      std::fflush(stdout);
-    }
+    BenchDecode(dir, **model, batches, steps, false);
   }
   return 0;
 }
@@ -202,9 +228,13 @@ Row Run(Family f, bool big, double bandwidth, int steps) {
     r.prefill = std::max(r.prefill, 512 / Seconds(t0, Clock::now()));
   }
   const int prompt = 64;
-  r.decode1 = DecodeRate(m, 1, prompt, steps, 5);
-  r.decode64 = DecodeRate(m, 64, prompt, std::max(2, steps / 8), 4);
-  r.decode256 = DecodeRate(m, 256, prompt, std::max(2, steps / 16), 3);
+  int n, reps;
+  TableSteps(1, steps, &n, &reps);
+  r.decode1 = DecodeRate(m, 1, prompt, n, reps);
+  TableSteps(64, steps, &n, &reps);
+  r.decode64 = DecodeRate(m, 64, prompt, n, reps);
+  TableSteps(256, steps, &n, &reps);
+  r.decode256 = DecodeRate(m, 256, prompt, n, reps);
   const double bytes = 4.0 * r.params + SessionState::SizeBytesAfter(m.state_layout(), prompt);
   r.floor1 = bandwidth / bytes;
   r.state1k = SessionState::SizeBytesAfter(m.state_layout(), 1000);
@@ -234,6 +264,7 @@ std::vector<std::string> Split(const std::string& s) {
 int Main(int argc, char** argv) {
   std::string sizes = "1m,25m", families = "mamba2,llama,mistral,nemotron_h", models, batches = "1,16,64,256";
   int steps = 32;
+  bool decode_only = false;
   for (int i = 1; i < argc; i += 2) {
     std::string flag = argv[i];
     if (i + 1 >= argc) flag = "";  // a flag without its value (or a lone --help): usage
@@ -245,16 +276,35 @@ int Main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: engine_bench [--sizes 1m,25m] [--families ...] [--steps N]\n"
-                   "       engine_bench --model DIR[,DIR...] [--batches 1,16,64,256] [--steps N]\n");
+                   "       engine_bench --model DIR[,DIR...] [--batches 1,16,64,256] [--steps N]\n"
+                   "       engine_bench [--sizes ...] [--families ...] --batches 1,64 [--steps N]"
+                   "   (decode only, for profiling)\n");
       return 2;
     }
   }
-  if (!models.empty()) {
+  // --batches without --model: decode rows of the random models only.
+  for (int i = 1; i + 1 < argc; i += 2) decode_only |= std::string(argv[i]) == "--batches";
+  auto family = [](const std::string& name) {
+    return name == "mamba2"    ? Family::kMamba2
+           : name == "llama"   ? Family::kLlama
+           : name == "mistral" ? Family::kMistral
+                               : Family::kNemotronH;
+  };
+  if (!models.empty() || decode_only) {
     std::printf("engine threads: %d, hardware threads: %u, %s\n\n", EngineThreads(),
                 std::thread::hardware_concurrency(), BlasDescription().c_str());
     std::vector<int> b;
     for (const std::string& x : Split(batches)) b.push_back(std::max(1, std::atoi(x.c_str())));
-    return BenchCheckpoints(Split(models), b, steps);
+    if (!models.empty()) return BenchCheckpoints(Split(models), b, steps);
+    std::printf("%s", kDecodeHeader);
+    for (const std::string& size : Split(sizes)) {
+      for (const std::string& fam : Split(families)) {
+        auto model = Model::RandomInit(BenchConfig(family(fam), size == "25m"), 1);
+        if (!model.ok()) return 1;
+        BenchDecode(fam + " " + size, **model, b, steps, true);
+      }
+    }
+    return 0;
   }
   const double bw = MeasureBandwidth(512);
   const double bw_cached = MeasureBandwidth(96);
@@ -265,9 +315,7 @@ int Main(int argc, char** argv) {
   std::vector<Row> rows;
   for (const std::string& size : Split(sizes)) {
     for (const std::string& fam : Split(families)) {
-      Family f = fam == "mamba2" ? Family::kMamba2 : fam == "llama" ? Family::kLlama
-                 : fam == "mistral" ? Family::kMistral : Family::kNemotronH;
-      rows.push_back(Run(f, size == "25m", bw, steps));
+      rows.push_back(Run(family(fam), size == "25m", bw, steps));
       std::fflush(stdout);
     }
   }
