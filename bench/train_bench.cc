@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <string>
 #include <thread>
@@ -37,9 +38,18 @@ double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// CPU seconds used so far by this thread / by the whole process: on a shared, loaded machine
+// these count only the time we were actually running, unlike Now().
+double Cpu(clockid_t clock) {
+  timespec ts;
+  clock_gettime(clock, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
 // Peak sgemm GFLOP/s with `threads` threads each running its own single-threaded 1024^3 sgemm
-// (the way the trainer uses BLAS).
-double SgemmPeak(int threads) {
+// (the way the trainer uses BLAS). *per_cpu_s (if given) receives the GFLOP per CPU-second of
+// thread 0 (its own CPU time, so it does not drop when other processes take the core).
+double SgemmPeak(int threads, double* per_cpu_s = nullptr) {
   const int n = 1024;
   std::vector<std::vector<float>> a(threads, std::vector<float>(n * n, 0.5f)),
       b(threads, std::vector<float>(n * n, 0.25f)), c(threads, std::vector<float>(n * n));
@@ -53,7 +63,9 @@ double SgemmPeak(int threads) {
   const double t0 = Now();
   std::vector<std::thread> pool;
   for (int t = 1; t < threads; ++t) pool.emplace_back(run, t, reps);
+  const double c0 = Cpu(CLOCK_THREAD_CPUTIME_ID);
   run(0, reps);
+  if (per_cpu_s) *per_cpu_s = 2.0 * n * n * n * reps / (Cpu(CLOCK_THREAD_CPUTIME_ID) - c0) / 1e9;
   for (auto& th : pool) th.join();
   return 2.0 * n * n * n * reps * threads / (Now() - t0) / 1e9;
 }
@@ -193,9 +205,12 @@ int main(int argc, char** argv) {
   openblas_set_num_threads(1);
   std::printf("OpenBLAS core: %s (set OPENBLAS_CORETYPE=SkylakeX if this says Prescott)\n",
               openblas_get_corename());
-  const double peak1 = SgemmPeak(1), peakn = SgemmPeak(threads);
-  std::printf("sgemm peak: %.1f GFLOP/s on 1 thread, %.1f GFLOP/s on %d threads\n", peak1, peakn,
-              threads);
+  double peak_cpu = 0;
+  const double peak1 = SgemmPeak(1, &peak_cpu), peakn = SgemmPeak(threads);
+  std::printf(
+      "sgemm peak: %.1f GFLOP/s on 1 thread, %.1f GFLOP/s on %d threads; %.1f GFLOP per "
+      "CPU-second\n",
+      peak1, peakn, threads, peak_cpu);
   for (Bench& b : Benches(sizes, families, len)) {
     et::TrainOptions o;
     o.steps = 1000;
@@ -206,16 +221,20 @@ int main(int argc, char** argv) {
     const long long params = static_cast<long long>(b.model->table().total());
     et::Trainer tr(std::move(b.model), o, &data);
     tr.Step();  // warm up
-    const double t0 = Now();
+    const double t0 = Now(), c0 = Cpu(CLOCK_PROCESS_CPUTIME_ID);
     int64_t tokens = 0;
     for (int i = 0; i < steps; ++i) tokens += tr.Step().tokens;
-    const double dt = Now() - t0;
+    const double dt = Now() - t0, dc = Cpu(CLOCK_PROCESS_CPUTIME_ID) - c0;
     const double gflops = per_token * tokens / dt / 1e9;
+    // Per CPU-second against the sgemm's per CPU-second: the same ratio as the wall-clock one
+    // on an idle machine with balanced threads, but robust to other processes' load.
+    const double per_cpu = per_token * tokens / dc / 1e9;
     std::printf(
         "%s: %lld params, %d rows x %d tokens, %d threads: %.0f tokens/s, %.1f GFLOP/s "
-        "counted (%.0f%% of the %d-thread sgemm peak)\n",
+        "counted (%.0f%% of the %d-thread sgemm peak); %.1f GFLOP per CPU-second (%.0f%% of "
+        "the sgemm's)\n",
         b.name.c_str(), params, rows, len, threads, tokens / dt, gflops, 100.0 * gflops / peakn,
-        threads);
+        threads, per_cpu, 100.0 * per_cpu / peak_cpu);
     std::fflush(stdout);
   }
   return 0;

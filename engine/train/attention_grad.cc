@@ -1,27 +1,59 @@
 #include "engine/train/attention_grad.h"
 
+// As mamba2_mixer_grad.cc: let GCC vectorize the elementwise loops (RoPE, the softmax
+// backward); reductions keep their order.
+#pragma GCC optimize("O3")
+
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace tapeloop::engine::train {
 namespace {
+
+// RoPE's rotation for positions 0..T-1: f32 [T, 2, hd/2], per position the cosines, then the
+// sines, of the angles t * theta^(-2i/hd) of pairs i = 0..hd/2-1. The same for every row and
+// layer, so each thread keeps one table per (hd, theta), extended when a longer row comes.
+const float* RopeTable(int64_t T, int hd, double theta) {
+  struct Table {
+    int hd = 0;
+    double theta = 0;
+    int64_t T = 0;
+    std::vector<float> cs;
+  };
+  thread_local Table tab;
+  if (tab.hd != hd || tab.theta != theta) tab = Table{hd, theta, 0, {}};
+  if (tab.T < T) {
+    const int half = hd / 2;
+    tab.cs.resize(T * hd);
+    for (int64_t t = tab.T; t < T; ++t)
+      for (int i = 0; i < half; ++i) {
+        const double ang = static_cast<double>(t) * std::pow(theta, -2.0 * i / hd);
+        tab.cs[t * hd + i] = static_cast<float>(std::cos(ang));
+        tab.cs[t * hd + half + i] = static_cast<float>(std::sin(ang));
+      }
+    tab.T = T;
+  }
+  return tab.cs.data();
+}
 
 // In-place RoPE over [T, heads, hd] (row stride ld); sign = -1 applies the inverse rotation
 // (the backward pass of the forward one).
 void Rope(float* x, int64_t T, int heads, int hd, int64_t ld, double theta, float sign) {
   const int half = hd / 2;
-  for (int64_t t = 0; t < T; ++t)
-    for (int i = 0; i < half; ++i) {
-      const double ang = static_cast<double>(t) * std::pow(theta, -2.0 * i / hd);
-      const float c = static_cast<float>(std::cos(ang)),
-                  s = sign * static_cast<float>(std::sin(ang));
-      for (int h = 0; h < heads; ++h) {
-        float* v = x + t * ld + h * hd;
-        const float a = v[i], b = v[i + half];
+  const float* table = RopeTable(T, hd, theta);
+  for (int64_t t = 0; t < T; ++t) {
+    const float* cos = table + t * hd;
+    const float* sin = cos + half;
+    for (int h = 0; h < heads; ++h) {
+      float* v = x + t * ld + h * hd;
+      for (int i = 0; i < half; ++i) {
+        const float a = v[i], b = v[i + half], c = cos[i], s = sign * sin[i];
         v[i] = a * c - b * s;
         v[i + half] = b * c + a * s;
       }
     }
+  }
 }
 
 }  // namespace
@@ -82,11 +114,13 @@ void AttentionForward(const AttentionDims& d, const AttentionWeights& w, const f
       float mx = -INFINITY;
       for (int64_t j = lo; j <= t; ++j) mx = std::max(mx, row[j]);
       float sum = 0;
-      for (int64_t j = 0; j < T; ++j) {
-        row[j] = (j >= lo && j <= t) ? std::exp(row[j] - mx) : 0.f;
+      std::fill(row, row + lo, 0.f);
+      for (int64_t j = lo; j <= t; ++j) {
+        row[j] = std::exp(row[j] - mx);
         sum += row[j];
       }
-      for (int64_t j = 0; j < T; ++j) row[j] /= sum;
+      std::fill(row + t + 1, row + T, 0.f);
+      for (int64_t j = lo; j <= t; ++j) row[j] /= sum;
     }
     Gemm(false, false, T, hd, T, 1.f, P, T, s.v + kh * hd, KV, 0.f, s.o + hh * hd, Q);
   }
@@ -110,12 +144,16 @@ void AttentionBackward(const AttentionDims& d, const AttentionWeights& w, const 
     const float* P = s.P + hh * T * T;
     Gemm(false, true, T, T, hd, 1.f, dO + hh * hd, Q, s.v + kh * hd, KV, 0.f, dP, T);
     Gemm(true, false, T, hd, T, 1.f, P, T, dO + hh * hd, Q, 1.f, dv + kh * hd, KV);
+    // Softmax backward over each row's visible keys [lo, t] (P is 0 elsewhere).
     for (int64_t t = 0; t < T; ++t) {
       float* dr = dP + t * T;
       const float* pr = P + t * T;
+      const int64_t lo = d.window > 0 ? std::max<int64_t>(0, t - d.window + 1) : 0;
       float dot = 0;
-      for (int64_t j = 0; j < T; ++j) dot += dr[j] * pr[j];
-      for (int64_t j = 0; j < T; ++j) dr[j] = pr[j] * (dr[j] - dot);
+      for (int64_t j = lo; j <= t; ++j) dot += dr[j] * pr[j];
+      std::fill(dr, dr + lo, 0.f);
+      for (int64_t j = lo; j <= t; ++j) dr[j] = pr[j] * (dr[j] - dot);
+      std::fill(dr + t + 1, dr + T, 0.f);
     }
     Gemm(false, false, T, hd, T, scale, dP, T, s.k + kh * hd, KV, 0.f, dq + hh * hd, Q);
     Gemm(true, false, T, hd, T, scale, dP, T, s.q + hh * hd, Q, 1.f, dk + kh * hd, KV);

@@ -7,9 +7,30 @@
 #include <cmath>
 
 namespace tapeloop::engine::train {
+namespace {
 
-void RmsNormForward(const float* x, const float* w, int64_t T, int64_t D, float eps, float* r,
-                    float* y) {
+// Rows whose reductions run side by side. Each row's sum is still accumulated in index order
+// (so the results are those of the plain one-row-at-a-time loop, bit for bit), but the rows'
+// chains are independent, so they overlap instead of waiting on one add at a time.
+constexpr int kRows = 8;
+
+// s[r] = sum_i a[r * D + i] * b[r * D + i] * c[i] (c null: omitted), i in order, r < kRows.
+inline void RowDots(const float* a, const float* b, const float* c, int64_t D, float* s) {
+  float acc[kRows] = {};
+  if (c) {
+    for (int64_t i = 0; i < D; ++i)
+      for (int r = 0; r < kRows; ++r) acc[r] += a[r * D + i] * c[i] * b[r * D + i];
+  } else {
+    for (int64_t i = 0; i < D; ++i)
+      for (int r = 0; r < kRows; ++r) acc[r] += a[r * D + i] * b[r * D + i];
+  }
+  for (int r = 0; r < kRows; ++r) s[r] = acc[r];
+}
+
+}  // namespace
+
+void RmsNormForwardRef(const float* x, const float* w, int64_t T, int64_t D, float eps, float* r,
+                       float* y) {
   for (int64_t t = 0; t < T; ++t) {
     const float* xr = x + t * D;
     float s = 0;
@@ -21,8 +42,8 @@ void RmsNormForward(const float* x, const float* w, int64_t T, int64_t D, float 
   }
 }
 
-void RmsNormBackward(const float* x, const float* w, const float* r, const float* dy, int64_t T,
-                     int64_t D, float* dx, float* dw) {
+void RmsNormBackwardRef(const float* x, const float* w, const float* r, const float* dy, int64_t T,
+                        int64_t D, float* dx, float* dw) {
   for (int64_t t = 0; t < T; ++t) {
     const float* xr = x + t * D;
     const float* dyr = dy + t * D;
@@ -34,6 +55,44 @@ void RmsNormBackward(const float* x, const float* w, const float* r, const float
     float* dxr = dx + t * D;
     for (int64_t i = 0; i < D; ++i) dxr[i] += rr * w[i] * dyr[i] - k * xr[i];
   }
+}
+
+void RmsNormForward(const float* x, const float* w, int64_t T, int64_t D, float eps, float* r,
+                    float* y) {
+  const int64_t full = T - T % kRows;
+  for (int64_t t0 = 0; t0 < full; t0 += kRows) {
+    float s[kRows];
+    RowDots(x + t0 * D, x + t0 * D, nullptr, D, s);
+    for (int j = 0; j < kRows; ++j) {
+      const int64_t t = t0 + j;
+      const float rr = 1.f / std::sqrt(s[j] / D + eps);
+      r[t] = rr;
+      const float* xr = x + t * D;
+      float* yr = y + t * D;
+      for (int64_t i = 0; i < D; ++i) yr[i] = xr[i] * rr * w[i];
+    }
+  }
+  RmsNormForwardRef(x + full * D, w, T - full, D, eps, r + full, y + full * D);
+}
+
+void RmsNormBackward(const float* x, const float* w, const float* r, const float* dy, int64_t T,
+                     int64_t D, float* dx, float* dw) {
+  const int64_t full = T - T % kRows;
+  for (int64_t t0 = 0; t0 < full; t0 += kRows) {
+    float dot[kRows];
+    RowDots(dy + t0 * D, x + t0 * D, w, D, dot);  // sum dy w x, as the plain loop's order
+    for (int j = 0; j < kRows; ++j) {
+      const int64_t t = t0 + j;
+      const float* xr = x + t * D;
+      const float* dyr = dy + t * D;
+      const float rr = r[t];
+      for (int64_t i = 0; i < D; ++i) dw[i] += dyr[i] * xr[i] * rr;
+      const float k = dot[j] * rr * rr * rr / D;
+      float* dxr = dx + t * D;
+      for (int64_t i = 0; i < D; ++i) dxr[i] += rr * w[i] * dyr[i] - k * xr[i];
+    }
+  }
+  RmsNormBackwardRef(x + full * D, w, r + full, dy + full * D, T - full, D, dx + full * D, dw);
 }
 
 }  // namespace tapeloop::engine::train

@@ -20,6 +20,14 @@ void RmsNormForward(const float* x, const float* w, int64_t T, int64_t D, float 
 void RmsNormBackward(const float* x, const float* w, const float* r, const float* dy, int64_t T,
                      int64_t D, float* dx, float* dw);
 
+// The plain one-row-at-a-time loops the two above are checked against (they give the same
+// results bit for bit: each row's sums are accumulated in the same order; the fast versions
+// only run several rows' sums side by side).
+void RmsNormForwardRef(const float* x, const float* w, int64_t T, int64_t D, float eps, float* r,
+                       float* y);
+void RmsNormBackwardRef(const float* x, const float* w, const float* r, const float* dy, int64_t T,
+                        int64_t D, float* dx, float* dw);
+
 }  // namespace tapeloop::engine::train
 
 #endif  // TAPELOOP_ENGINE_TRAIN_RMS_NORM_GRAD_H_

@@ -55,8 +55,8 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void ExpInPlace(flo
   for (; i < n; ++i) x[i] = ExpScalar(x[i]);
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void SiluArray(const float* x, float* y,
-                                                                            int64_t n) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void SiluArray(const float* x,
+                                                                            float* y, int64_t n) {
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     VF v = Load(x + i);
@@ -65,8 +65,9 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void SiluArray(cons
   for (; i < n; ++i) y[i] = x[i] / (1.f + ExpScalar(-x[i]));
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void SiluGrad(const float* z, float* dz,
-                                                                           int64_t n, const float* y,
+__attribute__((target_clones("avx512f", "avx2", "default"))) void SiluGrad(const float* z,
+                                                                           float* dz, int64_t n,
+                                                                           const float* y,
                                                                            float* dg) {
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
@@ -96,6 +97,32 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void SiluGradInPlac
     const float s = 1.f / (1.f + ExpScalar(-x[i]));
     d[i] *= s * (1.f + x[i] * (1.f - s));
   }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void Relu2Array(const float* x,
+                                                                             float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const VF v = Load(x + i);
+    const VF r = v > 0.f ? v : VF{};
+    Store(y + i, r * r);
+  }
+  for (; i < n; ++i) {
+    const float r = x[i] > 0.f ? x[i] : 0.f;
+    y[i] = r * r;
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void Relu2Grad(const float* x,
+                                                                            const float* dy,
+                                                                            float* dx, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const VF v = Load(x + i);
+    const VF g = Load(dy + i) * 2.f * v;
+    Store(dx + i, v > 0.f ? g : VF{});
+  }
+  for (; i < n; ++i) dx[i] = x[i] > 0.f ? dy[i] * 2.f * x[i] : 0.f;
 }
 
 }  // namespace tapeloop::engine::train

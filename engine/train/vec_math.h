@@ -18,6 +18,10 @@ void SiluArray(const float* x, float* y, int64_t n);
 void SiluGrad(const float* z, float* dz, int64_t n, const float* y, float* dg);
 // d[i] *= silu'(x[i]).
 void SiluGradInPlace(const float* x, float* d, int64_t n);
+// y[i] = relu(x[i])^2 (relu(x) = x > 0 ? x : 0). x and y may not alias.
+void Relu2Array(const float* x, float* y, int64_t n);
+// Backward of y = relu(x)^2: dx[i] = x[i] > 0 ? dy[i] * 2 * x[i] : 0. dx may alias dy.
+void Relu2Grad(const float* x, const float* dy, float* dx, int64_t n);
 
 }  // namespace tapeloop::engine::train
 
