@@ -1,5 +1,9 @@
 #include "engine/train/optimizer.h"
 
+// As mamba2_mixer_grad.cc: let GCC vectorize AdamW's elementwise update (-O2 alone does not);
+// every element's arithmetic is unchanged (IEEE sqrt and division are exact in any width).
+#pragma GCC optimize("O3")
+
 #include <algorithm>
 #include <cmath>
 
