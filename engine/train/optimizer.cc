@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <thread>
+#include <vector>
 
 #include "engine/check.h"
 
@@ -14,31 +16,42 @@ namespace tapeloop::engine::train {
 AdamW::AdamW(const ParamTable& table, AdamWConfig config)
     : table_(table), config_(config), m_(table.total(), 0.f), v_(table.total(), 0.f) {}
 
-void AdamW::Step(std::span<float> params, std::span<const float> grads, float lr) {
+void AdamW::Step(std::span<float> params, std::span<const float> grads, float lr, int threads) {
   TL_CHECK(static_cast<int64_t>(params.size()) == table_.total());
   TL_CHECK(static_cast<int64_t>(grads.size()) == table_.total());
+  TL_CHECK(threads >= 1);
   ++step_;
   const float b1 = config_.beta1, b2 = config_.beta2;
   const double bc1 = 1.0 - std::pow(static_cast<double>(b1), static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(static_cast<double>(b2), static_cast<double>(step_));
   const float step_size = static_cast<float>(lr / bc1);
   const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-  for (int i = 0; i < table_.size(); ++i) {
-    const bool decay = config_.decay_all || table_.spec(i).decay;
-    const float keep = decay ? 1.f - lr * config_.weight_decay : 1.f;
-    const int64_t begin = table_.offset(i), end = begin + table_.numel(i);
-    float* p = params.data();
-    const float* g = grads.data();
-    float* m = m_.data();
-    float* v = v_.data();
-    for (int64_t j = begin; j < end; ++j) {
-      p[j] *= keep;
-      m[j] = b1 * m[j] + (1.f - b1) * g[j];
-      v[j] = b2 * v[j] + (1.f - b2) * g[j] * g[j];
-      const float denom = std::sqrt(v[j]) / bc2_sqrt + config_.eps;
-      p[j] -= step_size * m[j] / denom;
+  // Updates elements [lo, hi), tensor by tensor.
+  auto update = [&](int64_t lo, int64_t hi) {
+    for (int i = 0; i < table_.size(); ++i) {
+      const bool decay = config_.decay_all || table_.spec(i).decay;
+      const float keep = decay ? 1.f - lr * config_.weight_decay : 1.f;
+      const int64_t begin = std::max(lo, table_.offset(i)),
+                    end = std::min(hi, table_.offset(i) + table_.numel(i));
+      float* p = params.data();
+      const float* g = grads.data();
+      float* m = m_.data();
+      float* v = v_.data();
+      for (int64_t j = begin; j < end; ++j) {
+        p[j] *= keep;
+        m[j] = b1 * m[j] + (1.f - b1) * g[j];
+        v[j] = b2 * v[j] + (1.f - b2) * g[j] * g[j];
+        const float denom = std::sqrt(v[j]) / bc2_sqrt + config_.eps;
+        p[j] -= step_size * m[j] / denom;
+      }
     }
-  }
+  };
+  const int64_t n = table_.total();
+  std::vector<std::thread> pool;
+  for (int w = 1; w < threads; ++w)
+    pool.emplace_back(update, n * w / threads, n * (w + 1) / threads);
+  update(0, n / threads);
+  for (auto& t : pool) t.join();
 }
 
 double GradNorm(std::span<const float> grads) {
@@ -59,7 +72,8 @@ double ClipGradNorm(std::span<float> grads, double max_norm) {
 
 double WarmupCosineLr(double base_lr, int64_t step, int64_t warmup, int64_t total_steps) {
   const double warm =
-      warmup <= 0 ? 1.0 : std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(warmup));
+      warmup <= 0 ? 1.0
+                  : std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(warmup));
   double cosine = 1.0;
   if (total_steps > 0) {
     const double s = static_cast<double>(std::min(step, total_steps));

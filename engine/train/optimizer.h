@@ -30,8 +30,11 @@ class AdamW {
  public:
   AdamW(const ParamTable& table, AdamWConfig config);
 
-  // One update with learning rate `lr`. REQUIRES params/grads sized table.total().
-  void Step(std::span<float> params, std::span<const float> grads, float lr);
+  // One update with learning rate `lr`. REQUIRES params/grads sized table.total(). With
+  // threads > 1 the elements are split into that many contiguous ranges updated on their own
+  // threads (the caller runs the first); every element's arithmetic is the same, so the result
+  // does not depend on `threads`.
+  void Step(std::span<float> params, std::span<const float> grads, float lr, int threads = 1);
 
   int64_t step() const { return step_; }
   // Moments f32 [total]; exposed for checkpoints.

@@ -125,7 +125,8 @@ StepStats Trainer::Step() {
     std::iota(perm.begin(), perm.end(), 0);
     for (int i = B - 1; i > 0; --i) std::swap(perm[i], perm[rng_.UniformInt(0, i)]);
     for (int r = 0; r < B; ++r)
-      if (S > 0) std::memcpy(last_init_.data() + r * S, pool_.data() + perm[r] * S, sizeof(float) * S);
+      if (S > 0)
+        std::memcpy(last_init_.data() + r * S, pool_.data() + perm[r] * S, sizeof(float) * S);
   }
 
   std::vector<RowResult> results(B);
@@ -158,12 +159,17 @@ StepStats Trainer::Step() {
       results[r] = acc;
     }
   });
-  // Sum the workers' gradients in a fixed order.
-  std::copy(thread_grads_[0].begin(), thread_grads_[0].end(), grads_.begin());
-  for (int w = 1; w < options_.threads; ++w) {
-    const std::vector<float>& g = thread_grads_[w];
-    for (size_t i = 0; i < grads_.size(); ++i) grads_[i] += g[i];
-  }
+  // Sum the workers' gradients in a fixed order (worker 0's, then 1's, ... for every element;
+  // the elements are split over the threads).
+  const int64_t n = static_cast<int64_t>(grads_.size());
+  RunWorkers(options_.threads, [&](int w) {
+    const int64_t lo = n * w / options_.threads, hi = n * (w + 1) / options_.threads;
+    std::copy(thread_grads_[0].begin() + lo, thread_grads_[0].begin() + hi, grads_.begin() + lo);
+    for (int k = 1; k < options_.threads; ++k) {
+      const float* g = thread_grads_[k].data();
+      for (int64_t i = lo; i < hi; ++i) grads_[i] += g[i];
+    }
+  });
   StepStats st;
   for (const RowResult& r : results) {
     st.loss += r.loss_sum;
@@ -175,7 +181,7 @@ StepStats Trainer::Step() {
   st.tokens = tokens;
   st.grad_norm = options_.clip > 0 ? ClipGradNorm(grads_, options_.clip) : GradNorm(grads_);
   st.lr = WarmupCosineLr(options_.lr, step_, options_.warmup, options_.steps);
-  adam_.Step(params_, grads_, static_cast<float>(st.lr));
+  adam_.Step(params_, grads_, static_cast<float>(st.lr), options_.threads);
   ++step_;
   st.step = step_;
   if (options_.init_state == InitState::kPassFinal) pool_ = last_final_;

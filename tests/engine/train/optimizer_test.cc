@@ -42,6 +42,27 @@ TEST(AdamW, MatchesReferenceUpdateOverSeveralSteps) {
   EXPECT_EQ(opt.step(), 5);
 }
 
+// Splitting the update over threads (ranges that cut through tensors, more threads than some
+// tensors have elements) changes nothing, bit for bit.
+TEST(AdamW, ThreadsDoNotChangeTheUpdate) {
+  ParamTable table = TwoTensors();
+  for (int threads : {2, 3, 5, 17}) {
+    Rng rng(4);
+    std::vector<float> p1 = table.Initialize(rng), p2 = p1;
+    AdamW one(table, AdamWConfig{0.9f, 0.95f, 1e-8f, 0.1f, false});
+    AdamW many(table, AdamWConfig{0.9f, 0.95f, 1e-8f, 0.1f, false});
+    for (int step = 1; step <= 3; ++step) {
+      std::vector<float> g(p1.size());
+      rng.FillNormal(g, 0.5f);
+      one.Step(p1, g, 0.01f * step);
+      many.Step(p2, g, 0.01f * step, threads);
+    }
+    EXPECT_EQ(p1, p2) << threads;
+    EXPECT_EQ(one.m(), many.m()) << threads;
+    EXPECT_EQ(one.v(), many.v()) << threads;
+  }
+}
+
 TEST(AdamW, NoDecayOnNormsUnlessDecayAll) {
   ParamTable table = TwoTensors();
   std::vector<float> zero_grad(table.total(), 0.f);
