@@ -8,65 +8,15 @@
 
 // The loops below need the vectorizer at full strength (-O2 uses its "very cheap" model).
 #pragma GCC optimize("O3")
-// The V16 helpers are always inlined into the clones, so the vector-ABI warning about passing
-// V16 by value without AVX-512 does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define TL_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define TL_MULTIVERSION
-#endif
+#include "engine/kernels/v16.h"
 
 namespace tapeloop::engine {
 namespace {
 
-// 16 floats as one GCC vector: one zmm register with AVX-512, two ymm with AVX2, four xmm
-// otherwise.
-typedef float V16 __attribute__((vector_size(64)));
-
-__attribute__((always_inline)) inline V16 Load16(const float* p) {
-  V16 v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-// Pairwise tree sum of the 16 lanes.
-__attribute__((always_inline)) inline float Sum16(V16 v) {
-  v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
-  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3);
-  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1);
-  v += __builtin_shufflevector(v, v, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0);
-  return v[0];
-}
-
-// Lane j of the result = the sum of the 16 lanes of a[j] (a transposing tree: 15 adds and 30
-// two-source shuffles for 16 sums, against 64 + 64 for sixteen Sum16).
-__attribute__((always_inline)) inline V16 Sum16x16(const V16* a) {
-  V16 u[8], v[4], w[2];
-  for (int k = 0; k < 8; ++k) {  // u[k]: lanes 0-7 partial sums of a[k], 8-15 of a[k + 8]
-    u[k] = __builtin_shufflevector(a[k], a[k + 8], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21,
-                                   22, 23) +
-           __builtin_shufflevector(a[k], a[k + 8], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28,
-                                   29, 30, 31);
-  }
-  for (int k = 0; k < 4; ++k) {  // v[k]: groups of 4 lanes for a[k], a[k + 4], a[k + 8], a[k + 12]
-    v[k] = __builtin_shufflevector(u[k], u[k + 4], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25,
-                                   26, 27) +
-           __builtin_shufflevector(u[k], u[k + 4], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28,
-                                   29, 30, 31);
-  }
-  for (int k = 0; k < 2; ++k) {  // w[k]: pairs of lanes for a[k], a[k + 2], ..., a[k + 14]
-    w[k] = __builtin_shufflevector(v[k], v[k + 2], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13,
-                                   28, 29) +
-           __builtin_shufflevector(v[k], v[k + 2], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14,
-                                   15, 30, 31);
-  }
-  return __builtin_shufflevector(w[0], w[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14,
-                                 30) +
-         __builtin_shufflevector(w[0], w[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15,
-                                 31);
-}
+using v16::Load16;
+using v16::Sum16;
+using v16::Sum16x16;
+using v16::V16;
 
 // y[r, c] = x[r, :] . w[c, :] + b[c] for r < RB, c < RC (x rows ld in, w rows ld in, y rows ld
 // ldy); the RB x RC accumulators stay in registers.
@@ -161,8 +111,7 @@ void LinearForwardDecode(float* y, const float* x, const float* w, const float* 
                          int64_t in, int64_t out) {
   if (rows <= 0) return;
   // One row: BLAS sgemv packs nothing. Many rows: sgemm's packing is amortized and its kernel
-  // is faster than the blocks here (measured on this project's Xeon, 128 x 560: 1.6x faster
-  // than sgemm at 16 rows, equal at 50, 0.8x at 100).
+  // is faster than the blocks here (see kMaxDecodeRows).
   if (rows == 1 || rows > kMaxDecodeRows) {
     LinearForwardRef(y, x, w, b, rows, in, out);
     return;
