@@ -1,5 +1,7 @@
 #include "engine/tensor.h"
 
+#include <array>
+
 namespace tapeloop::engine {
 
 int64_t NumElements(const Shape& shape) {
@@ -15,6 +17,13 @@ std::string ShapeString(const Shape& shape) {
     s += std::to_string(shape[i]);
   }
   return s + "]";
+}
+
+float* ThreadScratch(Scratch slot, int64_t n) {
+  thread_local std::array<std::vector<float>, static_cast<size_t>(Scratch::kCount)> buffers;
+  std::vector<float>& buf = buffers[static_cast<size_t>(slot)];
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(n);
+  return buf.data();
 }
 
 }  // namespace tapeloop::engine

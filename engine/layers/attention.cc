@@ -6,9 +6,10 @@
 #include <limits>
 
 #include "engine/check.h"
+#include "engine/kernels/attention_decode.h"
 #include "engine/kernels/linear.h"
-#include "engine/kernels/vec.h"
 #include "engine/parallel.h"
+#include "engine/tensor.h"
 
 namespace tapeloop::engine {
 namespace {
@@ -177,67 +178,115 @@ void AttentionForward(const AttentionDims& d, const AttentionWeights& w, const f
   LinearForwardRef(out, attn.data(), w.o_w, w.o_b, T, qd, d.dim);
 }
 
-void AttentionStep(const AttentionDims& d, const AttentionWeights& w, const float* x, int64_t B,
-                   float* out, KvCache* const* caches) {
-  const int64_t qd = d.q_dim(), kvd = d.kv_dim(), hd = d.head_dim;
-  const int64_t W = d.window;
+namespace {
+
+// Appends one token's key and value rows to a session's cache (a ring of `window` rows when
+// windowed) and advances it.
+void AppendKv(KvCache* c, const float* k, const float* v, int64_t kvd, int64_t window) {
+  const int64_t pos = c->tokens;
+  int64_t row;
+  if (window > 0) {
+    if (static_cast<int64_t>(c->k.size()) < window * kvd) {
+      c->k.resize(window * kvd);
+      c->v.resize(window * kvd);
+    }
+    row = pos % window;
+  } else {
+    Reserve(&c->k, pos + 1, kvd);
+    Reserve(&c->v, pos + 1, kvd);
+    row = pos;
+  }
+  std::memcpy(c->k.data() + row * kvd, k, sizeof(float) * kvd);
+  std::memcpy(c->v.data() + row * kvd, v, sizeof(float) * kvd);
+  c->tokens = pos + 1;
+}
+
+}  // namespace
+
+void AttentionStepRef(const AttentionDims& d, const AttentionWeights& w, const float* x, int64_t B,
+                      float* out, KvCache* const* caches) {
+  const int64_t qd = d.q_dim(), kvd = d.kv_dim();
   std::vector<float> q(B * qd), k(B * kvd), v(B * kvd);  // f32 [B, Hq*hd], [B, Hkv*hd] x2
   LinearForwardRef(q.data(), x, w.q_w, w.q_b, B, d.dim, qd);
   LinearForwardRef(k.data(), x, w.k_w, w.k_b, B, d.dim, kvd);
   LinearForwardRef(v.data(), x, w.v_w, w.v_b, B, d.dim, kvd);
+  std::vector<KvRows> rows(B);
   for (int64_t b = 0; b < B; ++b) {
     KvCache* c = caches[b];
-    const int64_t pos = c->tokens;
     if (d.use_rope) {
-      ApplyRope(q.data() + b * qd, 1, qd, d.num_heads, d.head_dim, pos, d.rope_theta);
-      ApplyRope(k.data() + b * kvd, 1, kvd, d.num_kv_heads, d.head_dim, pos, d.rope_theta);
+      ApplyRope(q.data() + b * qd, 1, qd, d.num_heads, d.head_dim, c->tokens, d.rope_theta);
+      ApplyRope(k.data() + b * kvd, 1, kvd, d.num_kv_heads, d.head_dim, c->tokens, d.rope_theta);
     }
-    int64_t row;
-    if (W > 0) {
-      if (static_cast<int64_t>(c->k.size()) < W * kvd) {
-        c->k.resize(W * kvd);
-        c->v.resize(W * kvd);
-      }
-      row = pos % W;
-    } else {
-      Reserve(&c->k, pos + 1, kvd);
-      Reserve(&c->v, pos + 1, kvd);
-      row = pos;
-    }
-    std::memcpy(c->k.data() + row * kvd, k.data() + b * kvd, sizeof(float) * kvd);
-    std::memcpy(c->v.data() + row * kvd, v.data() + b * kvd, sizeof(float) * kvd);
-    c->tokens = pos + 1;
+    AppendKv(c, k.data() + b * kvd, v.data() + b * kvd, kvd, d.window);
+    rows[b] = {c->k.data(), c->v.data(), c->live_rows(d.window)};
   }
-  const int group = d.num_heads / d.num_kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   std::vector<float> attn(B * qd);  // f32 [B, Hq*hd]
-  ParallelFor(B * d.num_heads, 4, [&](int64_t i0, int64_t i1) {
-    std::vector<float> scores;
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t b = i / d.num_heads, h = i % d.num_heads, kvh = h / group;
-      const KvCache* c = caches[b];
-      const int64_t n = c->live_rows(W);
-      scores.resize(n);
-      const float* qh = q.data() + b * qd + h * hd;
-      const float* kbase = c->k.data() + kvh * hd;
-      const float* vbase = c->v.data() + kvh * hd;
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < n; ++j) {
-        scores[j] = VecDot(qh, kbase + j * kvd, hd) * scale;
-        mx = std::max(mx, scores[j]);
-      }
-      double sum = 0.0;
-      for (int64_t j = 0; j < n; ++j) {
-        scores[j] = std::exp(scores[j] - mx);
-        sum += scores[j];
-      }
-      const float inv = static_cast<float>(1.0 / sum);
-      float* o = attn.data() + b * qd + h * hd;
-      for (int64_t e = 0; e < hd; ++e) o[e] = 0.0f;
-      for (int64_t j = 0; j < n; ++j) VecAxpy(scores[j] * inv, vbase + j * kvd, o, hd);
-    }
-  });
+  AttentionDecodeRef(attn.data(), q.data(), qd, rows.data(), B, d.num_heads, d.num_kv_heads,
+                     d.head_dim, 1.0f / std::sqrt(static_cast<float>(d.head_dim)));
   LinearForwardRef(out, attn.data(), w.o_w, w.o_b, B, qd, d.dim);
+}
+
+void AttentionStep(const AttentionDims& d, const AttentionWeights& w, const float* x, int64_t B,
+                   float* out, KvCache* const* caches) {
+  const int64_t qd = d.q_dim(), kvd = d.kv_dim(), hd = d.head_dim;
+  // q, k, v of every session in one product when their weights (and biases) lie back to back in
+  // the parameter buffer, as the spec table puts them: f32 [B, Hq*hd + 2*Hkv*hd].
+  const int64_t ld = qd + 2 * kvd;
+  float* qkv = ThreadScratch(Scratch::kAttentionQkv, B * ld);
+  const bool fused = w.k_w == w.q_w + qd * d.dim && w.v_w == w.k_w + kvd * d.dim &&
+                     (w.q_b == nullptr ? w.k_b == nullptr && w.v_b == nullptr
+                                       : w.k_b == w.q_b + qd && w.v_b == w.k_b + kvd);
+  if (fused) {
+    LinearForwardDecode(qkv, x, w.q_w, w.q_b, B, d.dim, ld);
+  } else {
+    float* part = ThreadScratch(Scratch::kAttentionPart, B * qd);  // f32 [B, out]: q, k or v
+    const float* ws[3] = {w.q_w, w.k_w, w.v_w};
+    const float* bs[3] = {w.q_b, w.k_b, w.v_b};
+    const int64_t width[3] = {qd, kvd, kvd}, col[3] = {0, qd, qd + kvd};
+    for (int i = 0; i < 3; ++i) {
+      LinearForwardDecode(part, x, ws[i], bs[i], B, d.dim, width[i]);
+      for (int64_t b = 0; b < B; ++b) {
+        std::memcpy(qkv + b * ld + col[i], part + b * width[i], sizeof(float) * width[i]);
+      }
+    }
+  }
+  // RoPE (cos / sin of each session's position computed once for its q and k heads), then the
+  // new key and value rows into each cache.
+  const int half = d.head_dim / 2;
+  std::vector<float> inv_freq(half), cs(half), sn(half);
+  for (int i = 0; i < half; ++i) {
+    // As ApplyRope (and HF): computed in f32 from an f32 exponent.
+    inv_freq[i] = static_cast<float>(
+        1.0 / std::pow(d.rope_theta, static_cast<float>(2 * i) / static_cast<float>(d.head_dim)));
+  }
+  std::vector<KvRows> rows(B);
+  for (int64_t b = 0; b < B; ++b) {
+    KvCache* c = caches[b];
+    float* q = qkv + b * ld;
+    float* k = q + qd;
+    if (d.use_rope) {
+      const float pos = static_cast<float>(c->tokens);
+      for (int i = 0; i < half; ++i) {
+        const float f = pos * inv_freq[i];
+        cs[i] = std::cos(f);
+        sn[i] = std::sin(f);
+      }
+      for (int h = 0; h < d.num_heads + d.num_kv_heads; ++h) {
+        float* r = q + static_cast<int64_t>(h) * hd;  // the q heads, then (contiguous) the k heads
+        for (int i = 0; i < half; ++i) {
+          const float a = r[i], b2 = r[i + half];
+          r[i] = a * cs[i] - b2 * sn[i];
+          r[i + half] = b2 * cs[i] + a * sn[i];
+        }
+      }
+    }
+    AppendKv(c, k, k + kvd, kvd, d.window);
+    rows[b] = {c->k.data(), c->v.data(), c->live_rows(d.window)};
+  }
+  float* attn = ThreadScratch(Scratch::kAttentionOut, B * qd);  // f32 [B, Hq*hd]
+  AttentionDecode(attn, qkv, ld, rows.data(), B, d.num_heads, d.num_kv_heads, d.head_dim,
+                  1.0f / std::sqrt(static_cast<float>(hd)));
+  LinearForwardDecode(out, attn, w.o_w, w.o_b, B, qd, d.dim);
 }
 
 }  // namespace tapeloop::engine

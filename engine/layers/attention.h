@@ -63,9 +63,19 @@ struct AttentionSaved {
 void AttentionForward(const AttentionDims& dims, const AttentionWeights& w, const float* x,
                       int64_t T, float* out, KvCache* cache, AttentionSaved* saved = nullptr);
 
-// One token for each of B sessions (each at its own position): x, out f32 [B, D].
+// One token for each of B sessions (each at its own position): x, out f32 [B, D]; appends each
+// session's key and value rows to its cache. The fast path: q, k and v in one product when their
+// weights lie back to back (as the spec table puts them), the decode products of
+// kernels/linear.h (LinearForwardDecode), RoPE with one cos / sin per session, and the fused
+// kernels/attention_decode.h. Equal to AttentionStepRef to float rounding
+// (tests/engine/layers/attention_test.cc). Thread-safe for distinct caches.
 void AttentionStep(const AttentionDims& dims, const AttentionWeights& w, const float* x,
                    int64_t B, float* out, KvCache* const* caches);
+
+// The plain reference of AttentionStep (same contract): three BLAS products, ApplyRope per
+// session, AttentionDecodeRef, a BLAS product.
+void AttentionStepRef(const AttentionDims& dims, const AttentionWeights& w, const float* x,
+                      int64_t B, float* out, KvCache* const* caches);
 
 // Applies RoPE in place to `rows` vectors of `heads` heads at positions pos0, pos0+1, ...
 // (stride between rows: ld floats). Exposed for tests and the trainer.

@@ -9,6 +9,7 @@
 #include "engine/kernels/vec.h"
 #include "engine/layers/rms_norm.h"
 #include "engine/parallel.h"
+#include "engine/tensor.h"
 
 namespace tapeloop::engine {
 namespace {
@@ -210,19 +211,19 @@ void Mamba2Step(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, int
   const int64_t P = d.head_dim, N = d.state, K = d.conv_kernel, G = d.groups;
   const int64_t heads_per_group = H / G;
   TL_CHECK(d.norm_group > 0 && inner % d.norm_group == 0);
-  std::vector<float> proj(B * PD);  // f32 [B, inner + conv_dim + H]
-  LinearForwardDecode(proj.data(), x, w.in_proj_w, w.in_proj_b, B, d.dim, PD);
+  float* proj = ThreadScratch(Scratch::kMambaProj, B * PD);  // f32 [B, inner + conv_dim + H]
+  LinearForwardDecode(proj, x, w.in_proj_w, w.in_proj_b, B, d.dim, PD);
   // Per call (shared by the batch): the conv weights transposed f32 [K, C], A = -exp(A_log).
   std::vector<float> wt(K * C), A(H);
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t k = 0; k < K; ++k) wt[k * C + c] = w.conv_w[c * K + k];
   }
   for (int64_t h = 0; h < H; ++h) A[h] = -std::exp(w.A_log[h]);
-  std::vector<float> y(B * inner);  // f32 [B, inner]: gated, normed SSM output
+  float* y = ThreadScratch(Scratch::kMambaY, B * inner);  // f32 [B, inner]: gated, normed output
   ParallelFor(B, 4, [&](int64_t b0, int64_t b1) {
     std::vector<float> o(C), dA(H), dt(H), dx(P);  // xBC f32 [C]; per head f32 [H]; f32 [P]
     for (int64_t b = b0; b < b1; ++b) {
-      const float* pr = proj.data() + b * PD;  // [z | xBC | dt]
+      const float* pr = proj + b * PD;  // [z | xBC | dt]
       const float* in = pr + inner;
       float* cs = states[b].conv;
       // Conv over [state rows; in] + SiLU, then shift the state.
@@ -244,7 +245,7 @@ void Mamba2Step(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, int
         dA[h] = dt[h] * A[h];
       }
       VecExp(dA.data(), dA.data(), H);
-      float* yb = y.data() + b * inner;
+      float* yb = y + b * inner;
       for (int64_t h = 0; h < H; ++h) {
         const int64_t g = h / heads_per_group;
         const float* xh = o.data() + h * P;
@@ -263,7 +264,7 @@ void Mamba2Step(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, int
       }
     }
   });
-  LinearForwardDecode(out, y.data(), w.out_proj_w, w.out_proj_b, B, inner, d.dim);
+  LinearForwardDecode(out, y, w.out_proj_w, w.out_proj_b, B, inner, d.dim);
 }
 
 }  // namespace tapeloop::engine

@@ -1,8 +1,11 @@
 #include "engine/layers/mlp.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/kernels/linear.h"
+#include "engine/kernels/vec.h"
+#include "engine/tensor.h"
 
 namespace tapeloop::engine {
 
@@ -56,6 +59,34 @@ void MlpForward(const MlpDims& d, const MlpWeights& w, const float* x, int64_t T
   }
   if (saved) saved->act = up;
   LinearForwardRef(out, up.data(), w.down_w, w.down_b, T, F, d.dim);
+}
+
+void MlpStep(const MlpDims& d, const MlpWeights& w, const float* x, int64_t B, float* out) {
+  const int64_t F = d.intermediate;
+  float* act = ThreadScratch(Scratch::kMlpAct, B * F);  // f32 [B, F]: the input of down_proj
+  if (d.kind == MlpKind::kSwiGlu) {
+    float* gu = ThreadScratch(Scratch::kMlpGateUp, B * 2 * F);  // f32 [B, 2F]: gate | up per row
+    if (w.up_w == w.gate_w + F * d.dim && w.gate_b == nullptr && w.up_b == nullptr) {
+      LinearForwardDecode(gu, x, w.gate_w, nullptr, B, d.dim, 2 * F);
+    } else {
+      float* part = ThreadScratch(Scratch::kMlpPart, B * F);  // f32 [B, F]: gate or up
+      for (int i = 0; i < 2; ++i) {
+        LinearForwardDecode(part, x, i == 0 ? w.gate_w : w.up_w, i == 0 ? w.gate_b : w.up_b, B,
+                            d.dim, F);
+        for (int64_t b = 0; b < B; ++b) {
+          std::copy(part + b * F, part + (b + 1) * F, gu + b * 2 * F + i * F);
+        }
+      }
+    }
+    for (int64_t b = 0; b < B; ++b) VecMulSilu(gu + b * 2 * F + F, gu + b * 2 * F, act + b * F, F);
+  } else {
+    LinearForwardDecode(act, x, w.up_w, w.up_b, B, d.dim, F);
+    for (int64_t i = 0; i < B * F; ++i) {
+      const float r = act[i] > 0.0f ? act[i] : 0.0f;
+      act[i] = r * r;
+    }
+  }
+  LinearForwardDecode(out, act, w.down_w, w.down_b, B, F, d.dim);
 }
 
 }  // namespace tapeloop::engine

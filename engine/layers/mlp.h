@@ -41,9 +41,16 @@ struct MlpSaved {
   std::vector<float> act;   // f32 [T, F] input of down_proj
 };
 
-// out: f32 [T, D]; x: f32 [T, D]. Thread-safe for distinct outputs.
+// out: f32 [T, D]; x: f32 [T, D]. Thread-safe for distinct outputs. The plain reference (BLAS
+// products, libm exp) and the sequence path.
 void MlpForward(const MlpDims& dims, const MlpWeights& w, const float* x, int64_t T, float* out,
                 MlpSaved* saved = nullptr);
+
+// The decode step's MLP for B sessions (same contract as MlpForward without `saved`): gate and
+// up in one product when their weights lie back to back (as the spec table puts them, without
+// biases), the decode products of kernels/linear.h (LinearForwardDecode) and the vectorized SiLU
+// of kernels/vec.h. Equal to MlpForward to float rounding (tests/engine/layers/mlp_test.cc).
+void MlpStep(const MlpDims& dims, const MlpWeights& w, const float* x, int64_t B, float* out);
 
 }  // namespace tapeloop::engine
 

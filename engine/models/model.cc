@@ -375,31 +375,33 @@ absl::Status Model::StepBatch(std::span<const int32_t> tokens, std::span<Session
       if (states[c] == states[b]) return absl::InvalidArgumentError("engine: the same session appears twice in a batch");
     }
   }
-  std::vector<float> h(B * D), normed(B * D), mixed(B * D);  // f32 [B, D] each
-  EmbeddingForward(h.data(), embed_, tokens.data(), B, config_.vocab_size, D);
+  float* h = ThreadScratch(Scratch::kStepHidden, B * D);       // f32 [B, D]
+  float* normed = ThreadScratch(Scratch::kStepNormed, B * D);  // f32 [B, D]
+  float* mixed = ThreadScratch(Scratch::kStepMixed, B * D);    // f32 [B, D]
+  EmbeddingForward(h, embed_, tokens.data(), B, config_.vocab_size, D);
   std::vector<Mamba2State> mviews(B);
   std::vector<KvCache*> caches(B);
   for (size_t blk = 0; blk < blocks_.size(); ++blk) {
-    RmsNormForward(normed.data(), h.data(), block_norm_[blk], B, D, config_.norm_eps);
+    RmsNormForward(normed, h, block_norm_[blk], B, D, config_.norm_eps);
     switch (blocks_[blk]) {
       case BlockKind::kMamba2:
         for (int64_t b = 0; b < B; ++b) mviews[b] = states[b]->MambaView(static_cast<int>(blk));
-        Mamba2Step(mamba_dims_, mamba_w_[blk], normed.data(), B, mixed.data(), mviews.data());
+        Mamba2Step(mamba_dims_, mamba_w_[blk], normed, B, mixed, mviews.data());
         break;
       case BlockKind::kAttention:
         for (int64_t b = 0; b < B; ++b) caches[b] = states[b]->Kv(static_cast<int>(blk));
-        AttentionStep(attention_dims_, attention_w_[blk], normed.data(), B, mixed.data(), caches.data());
+        AttentionStep(attention_dims_, attention_w_[blk], normed, B, mixed, caches.data());
         break;
       case BlockKind::kMlp:
-        MlpForward(mlp_dims_, mlp_w_[blk], normed.data(), B, mixed.data());
+        MlpStep(mlp_dims_, mlp_w_[blk], normed, B, mixed);
         break;
     }
     for (int64_t i = 0; i < B * D; ++i) h[i] += mixed[i];
   }
-  RmsNormForward(normed.data(), h.data(), final_norm_, B, D, config_.norm_eps);
+  RmsNormForward(normed, h, final_norm_, B, D, config_.norm_eps);
   for (int64_t b = 0; b < B; ++b) states[b]->set_position(states[b]->position() + 1);
   logits->resize(B * config_.vocab_size);
-  LinearForwardDecode(logits->data(), normed.data(), lm_head_, nullptr, B, D, config_.vocab_size);
+  LinearForwardDecode(logits->data(), normed, lm_head_, nullptr, B, D, config_.vocab_size);
   return absl::OkStatus();
 }
 
