@@ -1,6 +1,8 @@
 #include "engine/parallel.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -12,7 +14,39 @@ namespace {
 
 thread_local bool in_parallel_region = false;
 
-// Workers wait for a generation counter to change, run their share, and report back.
+// How long a thread spins (polling with the pause instruction) before it blocks: a worker
+// waiting for the next region, the caller waiting for its workers to finish (see parallel.h).
+std::chrono::microseconds SpinTime() {
+  static const std::chrono::microseconds t = [] {
+    if (const char* env = std::getenv("TAPELOOP_ENGINE_SPIN_US")) {
+      return std::chrono::microseconds(std::clamp(std::atoi(env), 0, 100000));
+    }
+    return std::chrono::microseconds(50);
+  }();
+  return t;
+}
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Polls done() for up to SpinTime(); true once it holds.
+template <typename Done>
+bool SpinUntil(const Done& done) {
+  const auto deadline = std::chrono::steady_clock::now() + SpinTime();
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      CpuRelax();
+    }
+    if (std::chrono::steady_clock::now() > deadline) return done();
+  }
+}
+
+// Workers wait (spin, then block) for a generation counter to change, run their share, and
+// report back through a count of pending parts.
 class Pool {
  public:
   explicit Pool(int threads) {
@@ -22,7 +56,7 @@ class Pool {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -37,20 +71,24 @@ class Pool {
   bool TryRun(int parts, const std::function<void(int)>& part) {
     std::unique_lock<std::mutex> run_lock(run_mu_, std::try_to_lock);  // one region at a time
     if (!run_lock.owns_lock()) return false;
+    pending_.store(parts - 1, std::memory_order_relaxed);
     {
+      // Under mu_: a worker reads the generation with the region it belongs to, and one
+      // deciding to block sees the new generation or is woken.
       std::lock_guard<std::mutex> lock(mu_);
       part_ = &part;
       parts_ = parts;
-      pending_ = parts - 1;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
-    cv_.notify_all();
+    if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
     in_parallel_region = true;
     part(0);
     in_parallel_region = false;
-    std::unique_lock<std::mutex> lock(mu_);
-    done_cv_.wait(lock, [this] { return pending_ == 0; });
-    part_ = nullptr;
+    auto done = [this] { return pending_.load(std::memory_order_acquire) == 0; };
+    if (!SpinUntil(done)) {
+      std::unique_lock<std::mutex> lock(mu_);
+      done_cv_.wait(lock, done);
+    }
     return true;
   }
 
@@ -59,32 +97,40 @@ class Pool {
     in_parallel_region = true;
     uint64_t seen = 0;
     for (;;) {
+      auto changed = [&] { return generation_.load(std::memory_order_acquire) != seen; };
       const std::function<void(int)>* part = nullptr;
       {
+        const bool spun = SpinUntil(changed);
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
+        if (!spun) {
+          sleepers_.fetch_add(1, std::memory_order_acq_rel);
+          cv_.wait(lock, changed);
+          sleepers_.fetch_sub(1, std::memory_order_acq_rel);
+        }
+        seen = generation_.load(std::memory_order_relaxed);
         if (stop_) return;
         if (index >= parts_) continue;
         part = part_;
       }
       (*part)(index);
-      {
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        // The caller checks `done` under mu_ before it blocks.
         std::lock_guard<std::mutex> lock(mu_);
-        --pending_;
+        done_cv_.notify_one();
       }
-      done_cv_.notify_one();
     }
   }
 
   std::mutex run_mu_;
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
+  // Written under mu_ with an advance of generation_; read by workers under mu_.
   const std::function<void(int)>* part_ = nullptr;
   int parts_ = 0;
-  int pending_ = 0;
-  uint64_t generation_ = 0;
   bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};   // parts not yet finished by workers
+  std::atomic<int> sleepers_{0};  // workers blocked on cv_
   std::vector<std::thread> workers_;
 };
 
