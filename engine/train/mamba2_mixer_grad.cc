@@ -377,10 +377,17 @@ Mamba2MixerScratch Mamba2MixerScratch::Carve(const Mamba2MixerDims& d, bool back
   return s;
 }
 
-void Mamba2MixerForward(const Mamba2MixerDims& md, const Mamba2MixerWeights& w, const float* u,
-                        const float* conv_in, const float* ssm_in, const Mamba2MixerSaved& s,
-                        const Mamba2MixerScratch& scratch, float* out, float* conv_out,
-                        float* ssm_out) {
+// The mixer's own elementwise loops (conv, gate, dt) also run as AVX2 / AVX-512 clones, without
+// fused multiply-adds (fp-contract=off): each version rounds as the baseline x86-64 code does.
+#define TAPELOOP_MIXER_CLONES \
+  __attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3", "fp-contract=off")))
+
+TAPELOOP_MIXER_CLONES void Mamba2MixerForward(const Mamba2MixerDims& md,
+                                              const Mamba2MixerWeights& w, const float* u,
+                                              const float* conv_in, const float* ssm_in,
+                                              const Mamba2MixerSaved& s,
+                                              const Mamba2MixerScratch& scratch, float* out,
+                                              float* conv_out, float* ssm_out) {
   const Dims d = SsdDims(md);
   const int64_t T = d.T, D = d.D, di = d.di, C = d.C, E = d.E, H = d.H, K = d.K;
   const int64_t HPN = H * d.P * d.N;
@@ -450,10 +457,12 @@ void Mamba2MixerForward(const Mamba2MixerDims& md, const Mamba2MixerWeights& w, 
   if (ssm_out) std::memcpy(ssm_out, S + d.nch * HPN, sizeof(float) * HPN);
 }
 
-void Mamba2MixerBackward(const Mamba2MixerDims& md, const Mamba2MixerWeights& w, const float* u,
-                         const float* conv_in, bool has_ssm_in, const Mamba2MixerSaved& s,
-                         const Mamba2MixerScratch& scratch, const float* dout, float* du,
-                         const Mamba2MixerGrads& gr) {
+TAPELOOP_MIXER_CLONES void Mamba2MixerBackward(const Mamba2MixerDims& md,
+                                               const Mamba2MixerWeights& w, const float* u,
+                                               const float* conv_in, bool has_ssm_in,
+                                               const Mamba2MixerSaved& s,
+                                               const Mamba2MixerScratch& scratch, const float* dout,
+                                               float* du, const Mamba2MixerGrads& gr) {
   const Dims d = SsdDims(md);
   const int64_t T = d.T, D = d.D, di = d.di, C = d.C, E = d.E, H = d.H, K = d.K;
   const float* proj = s.proj;

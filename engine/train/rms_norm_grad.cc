@@ -3,6 +3,10 @@
 // As mamba2_mixer_grad.cc: let GCC vectorize the elementwise loops (no -ffast-math, so the
 // reductions keep their order and results do not depend on the vector width).
 #pragma GCC optimize("O3")
+// The fast versions below are also compiled for AVX2 and AVX-512 (chosen at load time) without
+// contracting a * b + c into fused multiply-adds, so every version rounds exactly as the plain
+// baseline loops do (the project's x86-64 baseline has no FMA).
+#pragma GCC optimize("fp-contract=off")
 
 #include <cmath>
 
@@ -57,8 +61,8 @@ void RmsNormBackwardRef(const float* x, const float* w, const float* r, const fl
   }
 }
 
-void RmsNormForward(const float* x, const float* w, int64_t T, int64_t D, float eps, float* r,
-                    float* y) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void RmsNormForward(
+    const float* x, const float* w, int64_t T, int64_t D, float eps, float* r, float* y) {
   const int64_t full = T - T % kRows;
   for (int64_t t0 = 0; t0 < full; t0 += kRows) {
     float s[kRows];
@@ -75,8 +79,9 @@ void RmsNormForward(const float* x, const float* w, int64_t T, int64_t D, float 
   RmsNormForwardRef(x + full * D, w, T - full, D, eps, r + full, y + full * D);
 }
 
-void RmsNormBackward(const float* x, const float* w, const float* r, const float* dy, int64_t T,
-                     int64_t D, float* dx, float* dw) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void RmsNormBackward(
+    const float* x, const float* w, const float* r, const float* dy, int64_t T, int64_t D,
+    float* dx, float* dw) {
   const int64_t full = T - T % kRows;
   for (int64_t t0 = 0; t0 < full; t0 += kRows) {
     float dot[kRows];
