@@ -78,11 +78,15 @@ __attribute__((always_inline)) inline void Columns(float* y, const float* x, con
   }
 }
 
-// Columns [c0, c1) of y for every row, in tiles of rows whose x rows fit in 16 KiB (L1), so
-// each 4-column block of w is read once per tile and the tile's rows are re-read from L1.
+// Columns [c0, c1) of y for every row, in tiles of rows, so that each 4-column block of w is
+// read once per tile and the tile's x rows are re-read from cache: tiles whose x rows fit in
+// 16 KiB (L1) while this slice of w fits in 1 MiB (L2, where the re-reads per tile come from);
+// for a larger slice (which the re-reads would fetch from L3 once per tile) tiles of up to
+// 256 KiB of x (L2), so that w is fetched about once.
 TL_MULTIVERSION void DecodeSlice(float* y, const float* x, const float* w, const float* b,
                                  int64_t rows, int64_t in, int64_t out, int64_t c0, int64_t c1) {
-  const int64_t tile = std::max<int64_t>(4, (4096 / std::max<int64_t>(in, 1)) / 4 * 4);
+  const int64_t tile_floats = (c1 - c0) * in <= (int64_t{1} << 18) ? 4096 : int64_t{1} << 16;
+  const int64_t tile = std::max<int64_t>(4, (tile_floats / std::max<int64_t>(in, 1)) / 4 * 4);
   for (int64_t r0 = 0; r0 < rows; r0 += tile) {
     const int64_t n = std::min(tile, rows - r0);
     const float* xt = x + r0 * in;
