@@ -1,7 +1,9 @@
 // Engine benchmark: decode tokens/s at batch 1 / 64 / 256 and prefill tokens/s for every family
 // at ~1M and ~25M parameters; state bytes per session after 1K / 10K / 100K tokens; measured
 // memory read bandwidth and the batch-1 floor (bytes of weights + state read per token /
-// bandwidth). Prints a markdown report (docs/performance.md "## Engine" holds a copy).
+// bandwidth); the bound on the b=64 / b=1 ratio (weights a step reads, state a token reads and
+// writes, FLOPs per token, against the measured bandwidth and 64-row product rate). Prints a
+// markdown report (docs/performance.md "## Engine" holds a copy).
 //
 //   engine_bench [--sizes 1m,25m] [--families mamba2,llama,mistral,nemotron_h] [--steps N]
 //   engine_bench --model DIR[,DIR...] [--batches 1,16,64,256] [--steps N]
@@ -51,22 +53,53 @@ double MeasureBandwidth(size_t mib) {
     std::vector<double> partial(64, 0.0);
     auto t0 = Clock::now();
     ParallelFor(static_cast<int64_t>(n), 1 << 20, [&](int64_t b, int64_t e) {
-      double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      // Four vectors of two doubles (SSE2, the baseline ISA): 4 x 16 bytes in flight per step.
+      typedef double V2 __attribute__((vector_size(16)));
+      V2 s0 = {}, s1 = {}, s2 = {}, s3 = {};
       int64_t i = b;
-      for (; i + 4 <= e; i += 4) {
-        s0 += buf[i];
-        s1 += buf[i + 1];
-        s2 += buf[i + 2];
-        s3 += buf[i + 3];
+      for (; i + 8 <= e; i += 8) {
+        V2 v[4];
+        std::memcpy(v, &buf[i], sizeof(v));
+        s0 += v[0];
+        s1 += v[1];
+        s2 += v[2];
+        s3 += v[3];
       }
-      for (; i < e; ++i) s0 += buf[i];
-      partial[(b * 64) / static_cast<int64_t>(n)] += s0 + s1 + s2 + s3;
+      const V2 t = (s0 + s1) + (s2 + s3);
+      double sum = t[0] + t[1];
+      for (; i < e; ++i) sum += buf[i];
+      partial[(b * 64) / static_cast<int64_t>(n)] += sum;
     });
     auto t1 = Clock::now();
     for (double p : partial) sink += p;
     best = std::max(best, n * sizeof(double) / Seconds(t0, t1));
   }
   if (sink < 0) std::printf("%f", sink);
+  return best;
+}
+
+// Update bandwidth in bytes/s (read + written): x = x * a + c in place over `bytes` bytes on
+// EngineThreads() threads, best of 5. Over a b=64 step's working set (64 sessions' state and
+// the weights) it measures what a step's state updates can reach, wherever that set lives (the
+// large L3 of the machines measured holds up to ~300 MiB).
+double MeasureUpdateBandwidth(double bytes) {
+  const size_t n = std::max<size_t>(1 << 18, static_cast<size_t>(bytes / sizeof(float))) / 16 * 16;
+  std::vector<float> buf(n, 1.0f);
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    auto t0 = Clock::now();
+    ParallelFor(static_cast<int64_t>(n / 16), 1 << 12, [&](int64_t b, int64_t e) {
+      typedef float V4 __attribute__((vector_size(16)));  // SSE, the baseline ISA
+      for (int64_t i = b * 16; i < e * 16; i += 16) {
+        V4 v[4];
+        std::memcpy(v, &buf[i], sizeof(v));
+        for (V4& x : v) x = x * 0.999f + 0.001f;
+        std::memcpy(&buf[i], v, sizeof(v));
+      }
+    });
+    best = std::max(best, 2.0 * n * sizeof(float) / Seconds(t0, Clock::now()));
+  }
+  if (buf[n / 2] < 0) std::printf("%f", buf[n / 2]);
   return best;
 }
 
@@ -126,7 +159,55 @@ struct Row {
   double prefill = 0, decode1 = 0, decode64 = 0, decode256 = 0;
   double floor1 = 0;  // tokens/s at the bandwidth floor
   int64_t state1k = 0, state10k = 0, state100k = 0;
+  // The bound on batching (see Bound()).
+  double weight_bytes = 0;  // read by one decode step, whatever its batch
+  double state_bytes = 0;   // per-session state read + written per decoded token
+  double flops = 0;         // per decoded token
+  double update_bw = 0;     // bytes/s, over a b=64 step's working set
 };
+
+// Bytes of weights one decode step reads (every parameter but the embedding table, of which a
+// step reads only its B rows, unless the LM head is tied to it), the bytes of per-session state
+// one decoded token reads and writes at `position` (recurrent state read and written whole; the
+// KV caches' live rows read, one row written), and the token's floating-point operations (2 per
+// weight of every matrix product; attention scores and values, 4 Hq hd per cached row; the
+// Mamba-2 state update and readout, about 5 per state element).
+void Bound(const Model& m, int64_t position, Row* r) {
+  const ModelConfig& c = m.config();
+  const double embed = static_cast<double>(c.vocab_size) * c.hidden_size;
+  double matmul = 0;
+  for (const ParamEntry& p : m.params()) {
+    if (p.shape.size() >= 2) matmul += static_cast<double>(NumElements(p.shape));
+  }
+  if (!c.tie_word_embeddings) matmul -= embed;  // only the step's rows are looked up
+  r->weight_bytes = 4.0 * (m.num_params() - (c.tie_word_embeddings ? 0.0 : embed));
+  const StateLayout& l = m.state_layout();
+  double state = 2.0 * 4.0 * l.recurrent_floats, flops = 2.0 * matmul;
+  for (size_t i = 0; i < l.kv_width.size(); ++i) {
+    const int64_t rows = l.kv_window[i] > 0 ? std::min(position + 1, l.kv_window[i]) : position + 1;
+    state += 4.0 * 2 * (rows + 1) * l.kv_width[i];
+    flops += 4.0 * rows * c.num_attention_heads * c.head_dim;
+  }
+  for (const StateLayout::Block& b : l.blocks) flops += 5.0 * b.ssm_size;
+  r->state_bytes = state;
+  r->flops = flops;
+}
+
+// f32 GFLOP/s of a 64-row decode product (64 x 512 -> 2048, the ~25M models' widths) through
+// LinearForwardDecode on EngineThreads() threads, best of 5: the compute ceiling of a b=64 step.
+double MeasureGemmRate() {
+  const int64_t rows = 64, in = 512, out = 2048;
+  std::vector<float> x(rows * in, 0.5f), w(out * in, 0.25f), y(rows * out);
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const int iters = 20;
+    auto t0 = Clock::now();
+    for (int i = 0; i < iters; ++i)
+      LinearForwardDecode(y.data(), x.data(), w.data(), nullptr, rows, in, out);
+    best = std::max(best, 2.0 * rows * in * out * iters / Seconds(t0, Clock::now()) / 1e9);
+  }
+  return best;
+}
 
 double CpuSeconds() {
   timespec ts;
@@ -237,6 +318,9 @@ Row Run(Family f, bool big, double bandwidth, int steps) {
   r.decode256 = DecodeRate(m, 256, prompt, n, reps);
   const double bytes = 4.0 * r.params + SessionState::SizeBytesAfter(m.state_layout(), prompt);
   r.floor1 = bandwidth / bytes;
+  Bound(m, prompt, &r);
+  r.update_bw = MeasureUpdateBandwidth(
+      64.0 * SessionState::SizeBytesAfter(m.state_layout(), prompt) + r.weight_bytes);
   r.state1k = SessionState::SizeBytesAfter(m.state_layout(), 1000);
   r.state10k = SessionState::SizeBytesAfter(m.state_layout(), 10000);
   r.state100k = SessionState::SizeBytesAfter(m.state_layout(), 100000);
@@ -308,10 +392,16 @@ int Main(int argc, char** argv) {
   }
   const double bw = MeasureBandwidth(512);
   const double bw_cached = MeasureBandwidth(96);
+  const double gflops = MeasureGemmRate();
   std::printf("engine threads: %d, hardware threads: %u, %s\n", EngineThreads(), std::thread::hardware_concurrency(),
               BlasDescription().c_str());
-  std::printf("measured read bandwidth: %.2f GB/s (512 MiB buffer, DRAM; the floor below uses it), "
-              "%.2f GB/s (96 MiB buffer, cache-resident)\n\n", bw / 1e9, bw_cached / 1e9);
+  std::printf(
+      "measured read bandwidth: %.2f GB/s (512 MiB buffer, DRAM; the floor below uses it), "
+      "%.2f GB/s (96 MiB buffer, cache-resident)\n",
+      bw / 1e9, bw_cached / 1e9);
+  std::printf(
+      "measured 64-row product rate: %.1f GFLOP/s (64 x 512 -> 2048, LinearForwardDecode)\n\n",
+      gflops);
   std::vector<Row> rows;
   for (const std::string& size : Split(sizes)) {
     for (const std::string& fam : Split(families)) {
@@ -325,6 +415,31 @@ int Main(int argc, char** argv) {
     std::printf("| %s | %s | %.2fM | %.0f | %.0f | %.0f | %.2f | %.0f | %.1fx | %.0f |\n", r.family.c_str(),
                 r.size.c_str(), r.params / 1e6, r.prefill, r.decode1, r.floor1, r.decode1 / r.floor1, r.decode64,
                 r.decode64 / r.decode1, r.decode256);
+  }
+  // The bound on batching. A decode step reads the weights (W) once whatever its batch, but
+  // every token reads and writes its own session's state (S). Memory-bound at one bandwidth,
+  // b=1 costs W + S bytes per token and b=64 W/64 + S, so b=64 / b=1 <= (W + S) / (W/64 + S).
+  // Absolute ceilings of a b=64 step: the update bandwidth measured over its working set
+  // (64 sessions' state and the weights) over W/64 + S, and the measured 64-row product rate
+  // over the FLOPs per token. The smaller one over the measured b=1 rate bounds the measured
+  // ratio; it is below the bytes ratio where b=1 runs from cache (weights and one session's
+  // state fit in L2 / L3) faster than the bandwidth the 64 sessions' state sees.
+  std::printf(
+      "\n| family | size | weights W read / step | state S r+w / token at %d | (W+S) / (W/64+S) | "
+      "MFLOP / token | update GB/s over 64 sessions + W | b=64 ceiling: bytes | b=64 ceiling: "
+      "FLOPs | ceiling / b=1 | measured b=64 / b=1 "
+      "|\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+      64);
+  for (const Row& r : rows) {
+    const double mem = r.update_bw / (r.weight_bytes / 64 + r.state_bytes),
+                 compute = gflops * 1e9 / r.flops;
+    std::printf(
+        "| %s | %s | %.2f MB | %.0f KB | %.1fx | %.2f | %.1f | %.0f tok/s | %.0f tok/s | %.1fx | "
+        "%.1fx |\n",
+        r.family.c_str(), r.size.c_str(), r.weight_bytes / 1e6, r.state_bytes / 1e3,
+        (r.weight_bytes + r.state_bytes) / (r.weight_bytes / 64 + r.state_bytes), r.flops / 1e6,
+        r.update_bw / 1e9, mem, compute, std::min(mem, compute) / r.decode1,
+        r.decode64 / r.decode1);
   }
   std::printf("\n| family | size | state after 1K | after 10K | after 100K |\n|---|---|---|---|---|\n");
   for (const Row& r : rows) {
