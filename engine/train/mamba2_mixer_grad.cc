@@ -2,7 +2,9 @@
 
 // The elementwise loops here are the trainer's hot path beside BLAS: let GCC vectorize them
 // (-O2 alone does not for loops of unknown trip count). No -ffast-math: reductions keep their
-// order, so results do not depend on the vector width.
+// order, so results do not depend on the vector width. They do depend on FMA: GCC contracts
+// a * b + c in C++ wherever the target has it, i.e. in the SSD's AVX-512 clones only (see
+// vec_math.h); the mixer's own loops below are compiled with fp-contract=off.
 #pragma GCC optimize("O3")
 // The 16-float vector helpers below are always inlined: their by-value vector ABI never matters.
 #pragma GCC diagnostic ignored "-Wpsabi"

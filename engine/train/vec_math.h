@@ -1,7 +1,9 @@
 // Elementwise math over float arrays for the trainer's hot loops: a polynomial expf (max
 // relative error ~2e-7 on [-87, 88]; inputs are clamped to that range) written with GCC vector
-// extensions, compiled for AVX-512, AVX2 and baseline x86-64 and chosen at load time. Results
-// do not depend on which version runs (no FMA contraction: the project compiles as ISO C++).
+// extensions, compiled for AVX-512, AVX2 and baseline x86-64 and chosen at load time. The
+// AVX-512 versions round slightly differently from the others: GCC contracts a * b + c into
+// fused multiply-adds in C++ (even under -std=c++20) where the target has FMA, and only the
+// AVX-512 one does. On one machine the results are deterministic.
 #ifndef TAPELOOP_ENGINE_TRAIN_VEC_MATH_H_
 #define TAPELOOP_ENGINE_TRAIN_VEC_MATH_H_
 
