@@ -21,7 +21,7 @@ std::chrono::microseconds SpinTime() {
     if (const char* env = std::getenv("TAPELOOP_ENGINE_SPIN_US")) {
       return std::chrono::microseconds(std::clamp(std::atoi(env), 0, 100000));
     }
-    return std::chrono::microseconds(50);
+    return std::chrono::microseconds(0);
   }();
   return t;
 }
