@@ -15,6 +15,7 @@
 #include "server/agent_service.h"
 #include "server/debug_service.h"
 #include "server/environment_service.h"
+#include "server/grpc_status.h"
 #include "tests/server/service_fixture.h"
 
 namespace tapeloop::server {
@@ -149,6 +150,30 @@ TEST_F(AnswerUnaryTest, HandlerStatusReachesTheClient) {
   EXPECT_EQ(empty_id.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(empty_id.error_message(), "episode_id: required");
   EXPECT_EQ(fixture_.context()->calls->in_flight(), 0);
+}
+
+// Error messages quote request fields; a long non-ASCII one would be a header of up to 3x its
+// size once percent-encoded, over the client's 8 KiB limit, failing the call with an unrelated
+// error and closing the connection under the client's other calls. ToGrpcStatus cuts it.
+TEST_F(AnswerUnaryTest, LongQuotedValuesAreCutAndTheConnectionSurvives) {
+  std::string task;
+  while (task.size() < 20000) task += "\xC3\xA9\xE2\x82\xAC";  // 2- and 3-byte characters
+  for (int i = 0; i < 3; ++i) {
+    grpc::Status s = ServiceFixture::Unary(env_stub_.get(), &v1::Environment::Stub::Reset, kKey,
+                                           [&](v1::EnvResetRequest* r) {
+                                             r->set_task(task);
+                                             r->set_length(3);
+                                           });
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_EQ(s.error_message().rfind("task: ", 0), 0u) << s.error_message().substr(0, 80);
+    EXPECT_LE(s.error_message().size(), kMaxStatusMessageBytes);
+    EXPECT_NE(s.error_message().find(" more bytes]"), std::string::npos);
+    // The same channel still answers.
+    grpc::Status list =
+        ServiceFixture::Unary(env_stub_.get(), &v1::Environment::Stub::ListTools, kKey,
+                              [](v1::ListEnvToolsRequest* r) { r->set_mode("pointer"); });
+    EXPECT_TRUE(list.ok()) << list.error_message();
+  }
 }
 
 TEST_F(AnswerUnaryTest, DrainingAnswersUnavailableBeforeAnythingElse) {
