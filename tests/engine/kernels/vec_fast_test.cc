@@ -100,5 +100,32 @@ TEST(VecFast, SumsScalesAndHeadUpdatesMatchThePlainLoops) {
   }
 }
 
+// SsmHeadUpdate on whole heads (P rows, 16 at a time where it can) is bit-identical to the same
+// head updated one row at a time (P = 1 calls), for state sizes of whole 16-wide vectors and
+// others, and head sizes below, at and past multiples of 16.
+TEST(VecFast, SsmHeadUpdateIsRowByRowBitForBit) {
+  std::mt19937 rng(29);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int n : {16, 32, 64, 8, 24}) {
+    for (int P : {5, 16, 17, 37, 64}) {
+      std::vector<float> s(P * n), Bv(n), Cv(n), dx(P), y(P), y_rows(P);
+      for (auto& v : s) v = nd(rng);
+      for (auto& v : Bv) v = nd(rng);
+      for (auto& v : Cv) v = nd(rng);
+      for (auto& v : dx) v = nd(rng);
+      std::vector<float> s_rows = s;
+      SsmHeadUpdate(s.data(), P, n, 0.91f, dx.data(), Bv.data(), Cv.data(), y.data());
+      for (int p = 0; p < P; ++p) {
+        SsmHeadUpdate(s_rows.data() + p * n, 1, n, 0.91f, dx.data() + p, Bv.data(), Cv.data(),
+                      y_rows.data() + p);
+      }
+      for (int p = 0; p < P; ++p) {
+        ASSERT_EQ(y[p], y_rows[p]) << "n " << n << " P " << P << " p " << p;
+      }
+      ASSERT_EQ(s, s_rows) << "n " << n << " P " << P;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tapeloop::engine
