@@ -12,6 +12,7 @@
 // The loops below need the vectorizer at full strength (-O2 uses its "very cheap" model).
 #pragma GCC optimize("O3")
 #include "engine/kernels/v16.h"
+#include "engine/kernels/vec.h"
 
 namespace tapeloop::engine {
 namespace {
@@ -86,21 +87,13 @@ __attribute__((always_inline)) inline void HeadVec(float* o, const float* qh, co
   }
 }
 
-// Any head dim: plain loops (eight partial sums for the dot products).
+// Any head dim: plain loops (VecDot for the dot products).
 __attribute__((always_inline)) inline void HeadAny(float* o, const float* qh, const float* k,
                                                    const float* v, int64_t n, int64_t ld,
                                                    int64_t hd, float scale, float* s) {
   float mx = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < n; ++j) {
-    const float* kr = k + j * ld;
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t e = 0;
-    for (; e + 8 <= hd; e += 8) {
-      for (int i = 0; i < 8; ++i) acc[i] += qh[e + i] * kr[e + i];
-    }
-    float d = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; e < hd; ++e) d += qh[e] * kr[e];
-    s[j] = d * scale;
+    s[j] = VecDot(qh, k + j * ld, hd) * scale;
     mx = std::max(mx, s[j]);
   }
   const float inv = 1.0f / ExpShiftSum(s, n, mx);
