@@ -20,7 +20,8 @@ constexpr char kUsage[] =
     "usage: tapeloop eval (--suite NAME | --models DIR[,DIR...] --task T[,T...]\n"
     "                      --modes M[,M...] --lengths L[,L...]) [--episodes K] [--seeds S[,S...]]\n"
     "                      [--db results.db] [--report DIR] [--parallel P] [--models-dir models]\n"
-    "                      [--commit-every N] [--report-only [--run-id ID]]\n"
+    "                      [--commit-every N] [--stop-after-zero N]\n"
+    "                      [--report-only [--run-id ID]]\n"
     "  --suite        paper-addition, paper-addition-short, addition-ablations,\n"
     "                 addition-ablations-short, multiplication, multiplication-short\n"
     "                 (models from --models-dir),\n"
@@ -32,6 +33,8 @@ constexpr char kUsage[] =
     "mode);\n"
     "                 interactive, single-turn for code_debug\n"
     "  --episodes     episodes per model, mode, task, length and seed\n"
+    "  --stop-after-zero  after N consecutive lengths at 0% exact, skip a model/mode's longer\n"
+    "                 lengths (0: run every length; the full suites default to 2)\n"
     "  --db           SQLite results; rerunning the same command resumes the run\n"
     "  --report       write report.md/.html, aggregate.json, episodes.jsonl and plots here\n"
     "  --report-only  recompute the report of the latest run (or --run-id) from --db\n";
@@ -128,6 +131,13 @@ int RunEval(int argc, char** argv) {
     return Fail("eval", absl::InvalidArgumentError("--commit-every must be an integer >= 1"), 2);
   }
   options.commit_every = *commit_every;
+  auto stop_after_zero = args.Int("stop-after-zero", options.stop_after_zero);
+  if (!stop_after_zero.ok() || *stop_after_zero < 0) {
+    return Fail("eval",
+                absl::InvalidArgumentError("--stop-after-zero must be an integer >= 0 (0: never)"),
+                2);
+  }
+  options.stop_after_zero = *stop_after_zero;
   if (!episodes.ok()) return Fail("eval", episodes.status(), 2);
   if (!parallel.ok()) return Fail("eval", parallel.status(), 2);
   options.episodes = *episodes;

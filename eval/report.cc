@@ -189,14 +189,36 @@ std::string MarkdownReport(const ReportInput& input, const std::vector<Aggregate
     absl::StrAppend(&md, "\n|---|---|");
     for (size_t i = 0; i < lengths.size(); ++i) absl::StrAppend(&md, "---|");
     absl::StrAppend(&md, "\n");
+    const int64_t stop_after_zero = input.config.value("stop_after_zero", int64_t{0});
+    bool any_stopped = false;
     for (const auto& [name, v] : series) {
       auto it = input.train_length.find(v.front().model);
       int64_t n = it == input.train_length.end() ? 0 : it->second;
       absl::StrAppend(&md, "| ", name, " | ", LengthGeneralization(n, v), " |");
+      // Early stop (EvalOptions::stop_after_zero): the series' longest lengths scored 0%, so
+      // the lengths past them were not run.
+      int64_t stopped_after = -1, cap = 0;
+      for (const auto& m : input.config.value("models", nlohmann::json::array())) {
+        if (m.value("name", "") == v.front().model) cap = m.value("max_length", int64_t{0});
+      }
+      if (stop_after_zero > 0 && static_cast<int64_t>(v.size()) >= stop_after_zero) {
+        std::vector<const Aggregate*> by_length;
+        for (const Aggregate& a : v) by_length.push_back(&a);
+        std::sort(by_length.begin(), by_length.end(),
+                  [](const Aggregate* a, const Aggregate* b) { return a->length < b->length; });
+        bool zero = true;
+        for (int64_t k = 0; k < stop_after_zero; ++k) {
+          zero = zero && by_length[by_length.size() - 1 - k]->accuracy == 0.0;
+        }
+        if (zero) stopped_after = by_length.back()->length;
+      }
       for (int64_t L : lengths) {
         auto c =
             std::find_if(v.begin(), v.end(), [&](const Aggregate& a) { return a.length == L; });
-        if (c == v.end()) {
+        if (c == v.end() && stopped_after >= 0 && L > stopped_after && (cap <= 0 || L <= cap)) {
+          absl::StrAppend(&md, " stopped |");
+          any_stopped = true;
+        } else if (c == v.end()) {
           absl::StrAppend(&md, " |");
         } else if (c->by_seed.size() > 1) {
           absl::StrAppend(&md, " ", Pct(c->accuracy), " [", Pct(c->seed_min), "-", Pct(c->seed_max),
@@ -206,6 +228,10 @@ std::string MarkdownReport(const ReportInput& input, const std::vector<Aggregate
         }
       }
       absl::StrAppend(&md, "\n");
+    }
+    if (any_stopped) {
+      absl::StrAppend(&md, "\n\"stopped\": not run, after ", stop_after_zero,
+                      " consecutive lengths at 0% (--stop-after-zero ", stop_after_zero, ").\n");
     }
     absl::StrAppend(
         &md,

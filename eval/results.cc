@@ -85,6 +85,27 @@ absl::StatusOr<std::set<EpisodeKey>> ResultsStore::Done(const std::string& run_i
   return done;
 }
 
+absl::StatusOr<std::map<EpisodeKey, bool>> ResultsStore::Outcomes(const std::string& run_id) {
+  ASSIGN_OR_RETURN(auto stmt, db_->Prepare("SELECT model, task, mode, length, seed, idx, correct"
+                                           " FROM eval_episodes WHERE run_id = ?"));
+  stmt.Bind(1, std::string_view(run_id));
+  std::map<EpisodeKey, bool> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    out[{stmt.ColumnText(0), stmt.ColumnText(1), stmt.ColumnText(2), stmt.ColumnInt(3),
+         stmt.ColumnInt(4), stmt.ColumnInt(5)}] = stmt.ColumnInt(6) != 0;
+  }
+  return out;
+}
+
+absl::StatusOr<int64_t> ResultsStore::CountEpisodes(const std::string& run_id) {
+  ASSIGN_OR_RETURN(auto stmt, db_->Prepare("SELECT COUNT(*) FROM eval_episodes WHERE run_id = ?"));
+  stmt.Bind(1, std::string_view(run_id));
+  ASSIGN_OR_RETURN(bool row, stmt.Step());
+  return row ? stmt.ColumnInt(0) : 0;
+}
+
 absl::Status ResultsStore::Record(const std::string& run_id, const std::vector<EpisodeRow>& rows) {
   store::Transaction txn(db_);
   RETURN_IF_ERROR(txn.status());

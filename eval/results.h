@@ -78,6 +78,10 @@ class ResultsStore {
   absl::StatusOr<std::string> LatestRun();
 
   absl::StatusOr<std::set<EpisodeKey>> Done(const std::string& run_id);
+  // The stored episodes of a run with whether each was exact.
+  absl::StatusOr<std::map<EpisodeKey, bool>> Outcomes(const std::string& run_id);
+  // Episodes stored for a run (0 for an unknown id).
+  absl::StatusOr<int64_t> CountEpisodes(const std::string& run_id);
   // Writes all rows in one transaction. A row already present is an error (ALREADY_EXISTS) and
   // nothing of the batch is written.
   absl::Status Record(const std::string& run_id, const std::vector<EpisodeRow>& rows);

@@ -1,6 +1,7 @@
 #include "eval/runner.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -78,6 +79,10 @@ absl::Status Validate(const EvalOptions& o) {
   if (o.seeds.empty()) return absl::InvalidArgumentError("eval: no seeds given (--seeds)");
   if (o.episodes < 1) return absl::InvalidArgumentError("eval: --episodes must be >= 1");
   if (o.parallel < 1) return absl::InvalidArgumentError("eval: --parallel must be >= 1");
+  if (o.stop_after_zero < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "eval: --stop-after-zero must be >= 0 (0: never stop), got ", o.stop_after_zero));
+  }
   for (int64_t L : o.lengths) {
     if (L < 1 || L > 1'000'000) {
       return absl::InvalidArgumentError(absl::StrCat("eval: length ", L, " is not in 1..1000000"));
@@ -154,6 +159,9 @@ absl::StatusOr<EvalOptions> SuiteOptions(const std::string& name, const std::str
       o.lengths = {5, 10, 20, 50, 100, 200, 500, 1000, 2000};
       o.episodes = 100;
       o.seeds = {1, 2, 3};
+      // The Transformer baselines score 0% from ~20 digits on, and their episodes cost more
+      // per token the longer they get: without this they would spend hours on 2,000 digits.
+      o.stop_after_zero = 2;
     } else {
       o.lengths = {5, 10, 20, 100, 1000};
       o.episodes = 16;
@@ -172,6 +180,7 @@ absl::StatusOr<EvalOptions> SuiteOptions(const std::string& name, const std::str
     o.lengths = {5, 10, 20, 50, 100, 1000};
     o.episodes = short_form ? 16 : 100;
     o.seeds = short_form ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 2, 3};
+    o.stop_after_zero = short_form ? 0 : 2;
   } else if (name == "multiplication" || name == "multiplication-short") {
     o.entries = {{dir("mamba2-multiplication"), {"pointer"}}};
     o.tasks = {"multiplication-n1", "multiplication-n2"};
@@ -180,6 +189,7 @@ absl::StatusOr<EvalOptions> SuiteOptions(const std::string& name, const std::str
     o.episodes = name == "multiplication" ? 100 : 16;
     o.seeds = name == "multiplication" ? std::vector<int64_t>{1, 2, 3} : std::vector<int64_t>{1};
     o.default_train_length = 10;
+    o.stop_after_zero = name == "multiplication" ? 2 : 0;
   } else if (name == "code-debug" || name == "code-debug-short") {
     // Pass rate by n (functions = files), interactive vs single-turn. Only the oracle policies
     // exist for this task so far; model entries join here once trained (docs/evaluation.md).
@@ -218,15 +228,10 @@ absl::StatusOr<EvalOptions> SuiteOptions(const std::string& name, const std::str
   return o;
 }
 
-absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
-                                        const std::function<void(const Progress&)>& progress) {
-  RETURN_IF_ERROR(Validate(options));
-  std::vector<LoadedModel> models;
-  for (const auto& e : options.entries) {
-    ASSIGN_OR_RETURN(auto m, LoadModel(e.model, options.default_train_length));
-    models.push_back(std::move(m));
-  }
-  // The configuration that identifies the run.
+namespace {
+
+// The run's identifying configuration over loaded models (see RunConfig).
+nlohmann::json ConfigOf(const EvalOptions& options, const std::vector<LoadedModel>& models) {
   nlohmann::json config = {{"tasks", options.tasks},
                            {"lengths", options.lengths},
                            {"episodes", options.episodes},
@@ -240,30 +245,82 @@ absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
                                 {"modes", options.entries[i].modes},
                                 {"max_length", options.entries[i].max_length}});
   }
+  // Only when set, so the ids of runs made before these options existed stay the same.
+  if (options.stop_after_zero > 0) config["stop_after_zero"] = options.stop_after_zero;
+  if (!options.owner.empty()) config["owner"] = options.owner;
+  return config;
+}
+
+absl::StatusOr<std::vector<LoadedModel>> LoadModels(const EvalOptions& options) {
+  RETURN_IF_ERROR(Validate(options));
+  std::vector<LoadedModel> models;
+  for (const auto& e : options.entries) {
+    ASSIGN_OR_RETURN(auto m, LoadModel(e.model, options.default_train_length));
+    models.push_back(std::move(m));
+  }
+  return models;
+}
+
+bool Cancelled(const EvalOptions& options) {
+  return options.cancel != nullptr && options.cancel->load(std::memory_order_acquire);
+}
+
+absl::Status CancelledError(int64_t ran) {
+  return absl::CancelledError(absl::StrCat("eval: cancelled after ", ran,
+                                           " episodes this time (finished batches are stored; "
+                                           "rerunning the same configuration resumes)"));
+}
+
+}  // namespace
+
+absl::StatusOr<nlohmann::json> RunConfig(const EvalOptions& options) {
+  ASSIGN_OR_RETURN(auto models, LoadModels(options));
+  return ConfigOf(options, models);
+}
+
+int64_t PlannedEpisodes(const nlohmann::json& config) {
+  int64_t total = 0;
+  const auto lengths = config.value("lengths", std::vector<int64_t>{});
+  const int64_t per_length = config.value("episodes", int64_t{0}) *
+                             static_cast<int64_t>(config.value("seeds", nlohmann::json::array()).size()) *
+                             static_cast<int64_t>(config.value("tasks", nlohmann::json::array()).size());
+  for (const auto& m : config.value("models", nlohmann::json::array())) {
+    const int64_t cap = m.value("max_length", int64_t{0});
+    const int64_t modes = static_cast<int64_t>(m.value("modes", nlohmann::json::array()).size());
+    for (int64_t L : lengths) {
+      if (cap <= 0 || L <= cap) total += modes * per_length;
+    }
+  }
+  return total;
+}
+
+absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
+                                        const std::function<void(const Progress&)>& progress) {
+  ASSIGN_OR_RETURN(std::vector<LoadedModel> models, LoadModels(options));
+  const nlohmann::json config = ConfigOf(options, models);
   ASSIGN_OR_RETURN(auto db, store::Database::Open(options.db_path));
   ResultsStore results(db.get());
   ASSIGN_OR_RETURN(std::string run_id, results.BeginRun(config, std::string(Version())));
-  ASSIGN_OR_RETURN(std::set<EpisodeKey> done, results.Done(run_id));
+  ASSIGN_OR_RETURN(auto done, results.Outcomes(run_id));  // key -> exact
 
   Progress p;
-  auto in_range = [&](size_t entry, int64_t length) {
-    return options.entries[entry].max_length <= 0 || length <= options.entries[entry].max_length;
-  };
-  for (size_t i = 0; i < models.size(); ++i) {
-    int64_t lengths = std::count_if(options.lengths.begin(), options.lengths.end(),
-                                    [&](int64_t L) { return in_range(i, L); });
-    p.total += static_cast<int64_t>(options.entries[i].modes.size() * options.tasks.size() *
-                                    options.seeds.size()) *
-               lengths * options.episodes;
-  }
+  p.total = PlannedEpisodes(config);
   RunResult result;
   result.run_id = run_id;
   auto start = std::chrono::steady_clock::now();
+  if (progress) progress(p);
   agents::LoopOptions loop;
   loop.parallel = options.parallel;
+  loop.cancel = options.cancel;
+  // Lengths in increasing order (the early stop reads them so); the run's identity keeps the
+  // order given.
+  std::vector<int64_t> lengths = options.lengths;
+  std::sort(lengths.begin(), lengths.end());
+  lengths.erase(std::unique(lengths.begin(), lengths.end()), lengths.end());
 
   for (size_t mi = 0; mi < models.size(); ++mi) {
     LoadedModel& m = models[mi];
+    const int64_t cap = options.entries[mi].max_length;
     for (const std::string& mode_name : options.entries[mi].modes) {
       for (const std::string& task_name : options.tasks) {
         const bool code_debug = task_name == tasks::code_debug::kTaskName;
@@ -273,16 +330,30 @@ absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
         if (code_debug) {
           ASSIGN_OR_RETURN(debug_agent, MakeCodeDebugAgent(m.name));
         }
-        for (int64_t length : options.lengths) {
-          if (!in_range(mi, length)) continue;
+        int64_t zero_streak = 0;  // consecutive lengths with no exact episode
+        for (size_t li = 0; li < lengths.size(); ++li) {
+          const int64_t length = lengths[li];
+          if (cap > 0 && length > cap) continue;
+          if (options.stop_after_zero > 0 && zero_streak >= options.stop_after_zero) {
+            // Stopped: the remaining lengths of this cell row leave the plan.
+            int64_t left = 0;
+            for (size_t lj = li; lj < lengths.size(); ++lj) {
+              if (cap <= 0 || lengths[lj] <= cap) ++left;
+            }
+            p.total -= left * static_cast<int64_t>(options.seeds.size()) * options.episodes;
+            if (progress) progress(p);
+            break;
+          }
           // The episodes of this cell still to run, in a fixed order.
           std::vector<EpisodeKey> todo;
+          int64_t correct = 0;
           for (int64_t seed : options.seeds) {
             for (int64_t i = 0; i < options.episodes; ++i) {
               EpisodeKey key{m.name, task_name, mode_name, length, seed, i};
-              if (done.count(key)) {
+              if (auto it = done.find(key); it != done.end()) {
                 ++p.skipped;
                 ++result.resumed;
+                correct += it->second ? 1 : 0;
               } else {
                 todo.push_back(key);
               }
@@ -290,6 +361,7 @@ absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
           }
           p.current = absl::StrCat(m.name, "/", mode_name, "/", task_name, "@", length);
           for (size_t b = 0; b < todo.size(); b += options.commit_every) {
+            if (Cancelled(options)) return CancelledError(result.ran);
             size_t e = std::min(todo.size(), b + static_cast<size_t>(options.commit_every));
             std::vector<EpisodeRow> rows;
             if (code_debug) {
@@ -314,13 +386,17 @@ absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
               for (size_t k = 0; k < records.size(); ++k)
                 rows.push_back(ToRow(todo[b + k], records[k]));
             }
+            // A batch cut short by cancellation is not a result: store nothing of it.
+            if (Cancelled(options)) return CancelledError(result.ran);
             RETURN_IF_ERROR(results.Record(run_id, rows));
+            for (const EpisodeRow& r : rows) correct += r.correct ? 1 : 0;
             result.ran += static_cast<int64_t>(rows.size());
             p.done += static_cast<int64_t>(rows.size());
             p.elapsed_s =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
             if (progress) progress(p);
           }
+          zero_streak = correct == 0 ? zero_streak + 1 : 0;
         }
       }
     }

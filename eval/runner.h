@@ -10,6 +10,7 @@
 #ifndef TAPELOOP_EVAL_RUNNER_H_
 #define TAPELOOP_EVAL_RUNNER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -18,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "agents/agent_loop.h"
 #include "eval/results.h"
+#include "nlohmann/json.hpp"
 
 namespace tapeloop::eval {
 
@@ -44,6 +46,16 @@ struct EvalOptions {
   int64_t default_train_length = 5;
   std::string db_path = "results.db";
   std::string report_dir;          // empty: no report files
+  // Early stop: once this many consecutive lengths (in increasing order) of one (model, mode,
+  // task) scored 0 exact episodes over all their seeds, its longer lengths are not run (the
+  // report marks them "stopped"). 0: every length runs. Part of the run's configuration.
+  int64_t stop_after_zero = 0;
+  // Who the run belongs to (the gRPC principal; empty for the CLI). Part of the run's
+  // configuration, so two owners' runs of the same settings are distinct runs.
+  std::string owner;
+  // Optional: read between batches and every step of an episode batch; once true the run stops
+  // with CANCELLED, storing nothing of the batch in flight. Must outlive RunEvaluation.
+  const std::atomic<bool>* cancel = nullptr;
   // Checkpoints a suite names that were not found (left out of the run).
   std::vector<std::string> missing;
 };
@@ -68,10 +80,20 @@ struct RunResult {
 };
 
 // Runs (or resumes) the evaluation and writes the report. `progress` is called after every
-// batch. Errors: INVALID_ARGUMENT naming a bad option, NOT_FOUND for a missing model or task,
-// the store's errors for the database.
+// batch (and once with the totals before the first). Errors: INVALID_ARGUMENT naming a bad
+// option, NOT_FOUND for a missing model or task, CANCELLED when options.cancel was set, the
+// store's errors for the database.
 absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
                                         const std::function<void(const Progress&)>& progress = {});
+
+// The configuration that identifies a run of `options` (its run id is a hash of it); model
+// fingerprints come from the loaded checkpoints, so this loads them. Used by RunEvaluation and by
+// callers that need the id before running (a server answering "started").
+absl::StatusOr<nlohmann::json> RunConfig(const EvalOptions& options);
+
+// Episodes a run of `config` (as RunConfig returns it) holds at most: every cell of every entry
+// within its length cap (early stopping can only lower it).
+int64_t PlannedEpisodes(const nlohmann::json& config);
 
 // Recomputes the report of the latest run in options.db_path (or of `run_id`) from the
 // database alone.

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -99,6 +100,82 @@ TEST_F(RunnerTest, EntryLengthCapSkipsLongerLengthsForThatEntryOnly) {
       << run->markdown;
 }
 
+// A model that scores 0% at two lengths in a row is not run at its longer lengths; the oracle
+// beside it runs every length, the report says which cells were stopped, and a rerun resumes.
+TEST_F(RunnerTest, StopAfterZeroSkipsLongerLengthsOfAFailingModelOnly) {
+  std::string model = RandomModel();
+  EvalOptions o;
+  o.entries = {{model, {"pointer"}}, {"oracle", {"pointer"}}};
+  o.tasks = {"addition"};
+  o.lengths = {30, 3, 9, 5};  // run in increasing order whatever the order given
+  o.episodes = 4;
+  o.seeds = {1, 2};
+  o.stop_after_zero = 2;
+  o.db_path = (dir_ / "stop.db").string();
+  std::vector<Progress> seen;
+  auto run = RunEvaluation(o, [&](const Progress& p) { seen.push_back(p); });
+  ASSERT_TRUE(run.ok()) << run.status();
+  // The random model: lengths 3 and 5 (8 episodes each, all wrong), then stopped; the oracle:
+  // all four lengths.
+  EXPECT_EQ(run->ran, 2 * 8 + 4 * 8);
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.front().total, 8 * 8);      // planned before the stop
+  EXPECT_EQ(seen.back().total, 6 * 8);       // the stopped cells left the plan
+  EXPECT_EQ(seen.back().done, seen.back().total);
+  EXPECT_NE(run->markdown.find("| random-mamba2 / pointer | 5->- (0%) | 0% [0%-0%] | "
+                               "0% [0%-0%] | stopped | stopped |"),
+            std::string::npos)
+      << run->markdown;
+  EXPECT_NE(run->markdown.find("| oracle / pointer | ?->30 (100%) | 100% [100%-100%] | 100% "
+                               "[100%-100%] | 100% [100%-100%] | 100% [100%-100%] |"),
+            std::string::npos)
+      << run->markdown;
+  EXPECT_NE(run->markdown.find("(--stop-after-zero 2)"), std::string::npos);
+
+  auto again = RunEvaluation(o);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->run_id, run->run_id);
+  EXPECT_EQ(again->ran, 0);
+  EXPECT_EQ(again->resumed, run->ran);
+  EXPECT_EQ(again->markdown, run->markdown);
+
+  // Without the stop it is another run, and every length runs.
+  o.stop_after_zero = 0;
+  auto full = RunEvaluation(o);
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_NE(full->run_id, run->run_id);
+  EXPECT_EQ(full->ran, 8 * 8);
+  EXPECT_EQ(full->markdown.find("stopped"), std::string::npos);
+}
+
+// A cancel flag stops the run with CANCELLED, stores nothing of the batch in flight, and the
+// same configuration resumes to the same result as an uninterrupted run.
+TEST_F(RunnerTest, CancelStopsTheRunAndARerunResumes) {
+  EvalOptions o;
+  o.entries = {{"oracle", {"pointer"}}};
+  o.tasks = {"addition"};
+  o.lengths = {4, 12};
+  o.episodes = 6;
+  o.commit_every = 3;
+  o.db_path = (dir_ / "cancel.db").string();
+  std::atomic<bool> cancel{false};
+  o.cancel = &cancel;
+  int batches = 0;
+  auto first = RunEvaluation(o, [&](const Progress& p) {
+    if (p.done > 0 && ++batches == 2) cancel = true;  // after two stored batches
+  });
+  ASSERT_EQ(first.status().code(), absl::StatusCode::kCancelled) << first.status();
+  EXPECT_NE(first.status().message().find("resumes"), std::string::npos);
+  cancel = false;
+  auto rest = RunEvaluation(o);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(rest->resumed, 6);
+  EXPECT_EQ(rest->ran, 12 - 6);
+  EXPECT_NE(rest->markdown.find("| oracle / pointer | ?->12 (100%) | 100% | 100% |"),
+            std::string::npos)
+      << rest->markdown;
+}
+
 TEST_F(RunnerTest, BadOptionsNameTheProblem) {
   EvalOptions o;
   o.entries = {{"oracle", {"pointer"}}};
@@ -115,6 +192,8 @@ TEST_F(RunnerTest, BadOptionsNameTheProblem) {
   EXPECT_NE(with([](EvalOptions& x) { x.entries[0].modes = {"psychic"}; }).message().find("psychic"),
             std::string::npos);
   EXPECT_EQ(with([](EvalOptions& x) { x.lengths = {0}; }).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(with([](EvalOptions& x) { x.stop_after_zero = -1; }).message().find("stop-after-zero"),
+            std::string::npos);
   EXPECT_EQ(with([](EvalOptions& x) { x.entries = {{"/no/such/model", {"pointer"}}}; }).code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(SuiteOptions("nope", "models").status().code(), absl::StatusCode::kNotFound);
