@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
@@ -17,6 +18,7 @@
 #include "tapeloop/v1/agent.grpc.pb.h"
 #include "tapeloop/v1/engine.grpc.pb.h"
 #include "tapeloop/v1/environment.grpc.pb.h"
+#include "tapeloop/v1/evaluation.grpc.pb.h"
 #include "tapeloop/v1/server.grpc.pb.h"
 
 namespace tapeloop::cli {
@@ -39,6 +41,10 @@ constexpr char kUsage[] =
     "                  [--policy MODEL|oracle] [--temperature T] [--quiet]\n"
     "          episodes [--page-size N] | get-episode ID\n"
     "tools:    tools [--task T] [--mode M]\n"
+    "evals:    eval-start (--suite S | --models M,oracle --task T --lengths 5,100)\n"
+    "                     [--modes M] [--episodes K] [--seeds 1,2] [--parallel P]\n"
+    "                     [--stop-after-zero N] [--wait]\n"
+    "          eval ID | eval-cancel ID | evals [--page-size N]\n"
     "  --server    default 127.0.0.1:7070 (or $TAPELOOP_SERVER)\n"
     "  --api-key   sent as `authorization: Bearer KEY` (or $TAPELOOP_API_KEY)\n"
     "  --tls-ca    PEM of the CA that signed the server's certificate: connect with TLS\n";
@@ -109,6 +115,51 @@ absl::StatusOr<std::string> Positional(Args& args, const char* what) {
     return absl::InvalidArgumentError(std::string("expected one ") + what + " after the verb");
   }
   return args.positional()[1];
+}
+
+const char* StateName(v1::EvaluationState s) {
+  switch (s) {
+    case v1::EVALUATION_STATE_RUNNING:
+      return "running";
+    case v1::EVALUATION_STATE_SUCCEEDED:
+      return "succeeded";
+    case v1::EVALUATION_STATE_FAILED:
+      return "failed";
+    case v1::EVALUATION_STATE_CANCELLED:
+      return "cancelled";
+    case v1::EVALUATION_STATE_INTERRUPTED:
+      return "interrupted";
+    default:
+      return "?";
+  }
+}
+
+// One line per run: id, state, progress (and the error of a failed one).
+void PrintEvaluation(const Client& c, const v1::EvaluationRun& r) {
+  if (c.json) {
+    std::cout << ToJson(r) << "\n";
+    return;
+  }
+  std::cout << r.evaluation_id() << "  " << StateName(r.state()) << "  " << r.episodes_done() << "/"
+            << r.episodes_planned() << " episodes";
+  if (r.state() == v1::EVALUATION_STATE_RUNNING && !r.current().empty()) {
+    std::cout << "  " << r.episodes_per_second() << " ep/s  at " << r.current();
+  }
+  if (!r.error().empty()) std::cout << "  error: " << r.error();
+  std::cout << "\n";
+}
+
+absl::StatusOr<std::vector<int64_t>> ParseInts(const std::string& text, const char* flag) {
+  std::vector<int64_t> out;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    int64_t v;
+    if (!absl::SimpleAtoi(part, &v)) {
+      return absl::InvalidArgumentError(std::string("--") + flag + ": '" + std::string(part) +
+                                        "' is not an integer");
+    }
+    out.push_back(v);
+  }
+  return out;
 }
 
 void PrintSession(const Client& c, const v1::EngineSession& s) {
@@ -474,11 +525,98 @@ int RunVerb(const std::string& verb, Args& args, Client& c) {
     }
     return 0;
   }
+  if (verb == "eval-start") {
+    v1::StartEvaluationRequest q;
+    q.set_suite(args.String("suite", ""));
+    auto list = [](const std::string& text) -> std::vector<std::string> {
+      return absl::StrSplit(text, ',', absl::SkipWhitespace());
+    };
+    for (const auto& m : list(args.String("models", ""))) q.add_models(m);
+    for (const auto& t : list(args.String("task", ""))) q.add_tasks(t);
+    for (const auto& m : list(args.String("modes", ""))) q.add_modes(m);
+    auto lengths = ParseInts(args.String("lengths", ""), "lengths");
+    if (!lengths.ok()) return usage(lengths.status());
+    for (int64_t v : *lengths) q.add_lengths(v);
+    auto seeds = ParseInts(args.String("seeds", ""), "seeds");
+    if (!seeds.ok()) return usage(seeds.status());
+    for (int64_t v : *seeds) q.add_seeds(v);
+    auto episodes = args.Int("episodes", 0);
+    auto parallel = args.Int("parallel", 0);
+    auto stop = args.Int("stop-after-zero", 0);
+    for (const auto* s : {&episodes.status(), &parallel.status(), &stop.status()}) {
+      if (!s->ok()) return usage(*s);
+    }
+    q.set_episodes(*episodes);
+    q.set_parallel(static_cast<int32_t>(*parallel));
+    q.set_stop_after_zero(static_cast<int32_t>(*stop));
+    const bool wait = args.Bool("wait");
+    if (auto s = args.Finish(); !s.ok()) return usage(s);
+    auto stub = v1::Evaluation::NewStub(c.channel);
+    v1::EvaluationRun r;
+    st = stub->StartEvaluation(c.Ctx().get(), q, &r);
+    if (!st.ok()) return RpcFail("eval-start", st);
+    PrintEvaluation(c, r);
+    if (!wait) return 0;
+    // Poll until the run leaves RUNNING, a progress line now and then, then the report.
+    v1::GetEvaluationRequest g;
+    g.set_evaluation_id(r.evaluation_id());
+    int64_t last_done = -1;
+    while (true) {
+      st = stub->GetEvaluation(c.Ctx().get(), g, &r);
+      if (!st.ok()) return RpcFail("eval-start", st);
+      if (r.state() != v1::EVALUATION_STATE_RUNNING) break;
+      if (r.episodes_done() != last_done && !c.json) {
+        last_done = r.episodes_done();
+        PrintEvaluation(c, r);
+      }
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+    PrintEvaluation(c, r);
+    if (!c.json) std::cout << r.report_markdown();
+    return r.state() == v1::EVALUATION_STATE_SUCCEEDED ? 0 : 1;
+  }
+  if (verb == "eval" || verb == "eval-cancel") {
+    auto id = Positional(args, "evaluation id");
+    if (!id.ok()) return usage(id.status());
+    if (auto s = args.Finish(); !s.ok()) return usage(s);
+    auto stub = v1::Evaluation::NewStub(c.channel);
+    v1::EvaluationRun r;
+    if (verb == "eval") {
+      v1::GetEvaluationRequest q;
+      q.set_evaluation_id(*id);
+      st = stub->GetEvaluation(c.Ctx().get(), q, &r);
+    } else {
+      v1::CancelEvaluationRequest q;
+      q.set_evaluation_id(*id);
+      st = stub->CancelEvaluation(c.Ctx().get(), q, &r);
+    }
+    if (!st.ok()) return RpcFail(verb.c_str(), st);
+    PrintEvaluation(c, r);
+    if (!c.json && verb == "eval") std::cout << r.report_markdown();
+    return 0;
+  }
+  if (verb == "evals") {
+    auto page_size = args.Int("page-size", 20);
+    if (!page_size.ok()) return usage(page_size.status());
+    std::string token = args.String("page-token", "");
+    if (auto s = args.Finish(); !s.ok()) return usage(s);
+    v1::ListEvaluationsRequest q;
+    q.set_page_size(static_cast<int32_t>(*page_size));
+    q.set_page_token(token);
+    v1::ListEvaluationsResponse r;
+    st = v1::Evaluation::NewStub(c.channel)->ListEvaluations(c.Ctx().get(), q, &r);
+    if (!st.ok()) return RpcFail("evals", st);
+    for (const auto& e : r.evaluations()) PrintEvaluation(c, e);
+    if (!r.next_page_token().empty() && !c.json) {
+      std::cout << "more: --page-token " << r.next_page_token() << "\n";
+    }
+    return 0;
+  }
   return usage(absl::InvalidArgumentError("unknown verb '" + verb + "' (see --help)"));
 }
 
 int RunClient(int argc, char** argv) {
-  Args args(argc, argv, {"help", "json", "quiet"});
+  Args args(argc, argv, {"help", "json", "quiet", "wait"});
   if (args.Bool("help") || args.positional().empty()) {
     std::cout << kUsage;
     return args.Bool("help") ? 0 : 2;
@@ -515,7 +653,7 @@ int RunClient(int argc, char** argv) {
 }  // namespace
 
 TAPELOOP_REGISTER_COMMAND("client",
-                          "drive a running server (sessions, generation, episodes, tools)",
+                          "drive a running server (sessions, generation, episodes, tools, evals)",
                           RunClient);
 
 }  // namespace tapeloop::cli

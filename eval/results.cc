@@ -51,7 +51,8 @@ absl::StatusOr<std::string> ResultsStore::BeginRun(const nlohmann::json& config,
 }
 
 absl::Status ResultsStore::FinishRun(const std::string& run_id) {
-  ASSIGN_OR_RETURN(auto stmt, db_->Prepare("UPDATE eval_runs SET finished_unix_ms = ? WHERE id = ?"));
+  ASSIGN_OR_RETURN(auto stmt,
+                   db_->Prepare("UPDATE eval_runs SET finished_unix_ms = ? WHERE id = ?"));
   return stmt.Bind(1, NowMs()).Bind(2, std::string_view(run_id)).Run();
 }
 
@@ -64,8 +65,9 @@ absl::StatusOr<nlohmann::json> ResultsStore::RunConfig(const std::string& run_id
 }
 
 absl::StatusOr<std::string> ResultsStore::LatestRun() {
-  ASSIGN_OR_RETURN(auto stmt, db_->Prepare(
-      "SELECT id FROM eval_runs ORDER BY created_unix_ms DESC, rowid DESC LIMIT 1"));
+  ASSIGN_OR_RETURN(
+      auto stmt,
+      db_->Prepare("SELECT id FROM eval_runs ORDER BY created_unix_ms DESC, rowid DESC LIMIT 1"));
   ASSIGN_OR_RETURN(bool row, stmt.Step());
   if (!row) return absl::NotFoundError(absl::StrCat(db_->path(), " holds no evaluation run"));
   return stmt.ColumnText(0);
@@ -109,10 +111,12 @@ absl::StatusOr<int64_t> ResultsStore::CountEpisodes(const std::string& run_id) {
 absl::Status ResultsStore::Record(const std::string& run_id, const std::vector<EpisodeRow>& rows) {
   store::Transaction txn(db_);
   RETURN_IF_ERROR(txn.status());
-  ASSIGN_OR_RETURN(auto stmt, db_->Prepare(
-      "INSERT INTO eval_episodes (run_id, model, task, mode, length, seed, idx, correct,"
-      " trajectory_match, digit_accuracy, generated_tokens, tool_calls, wall_ms,"
-      " peak_state_bytes, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"));
+  ASSIGN_OR_RETURN(
+      auto stmt,
+      db_->Prepare(
+          "INSERT INTO eval_episodes (run_id, model, task, mode, length, seed, idx, correct,"
+          " trajectory_match, digit_accuracy, generated_tokens, tool_calls, wall_ms,"
+          " peak_state_bytes, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"));
   for (const EpisodeRow& r : rows) {
     RETURN_IF_ERROR(stmt.Reset());
     RETURN_IF_ERROR(stmt.Bind(1, std::string_view(run_id))
@@ -135,19 +139,23 @@ absl::Status ResultsStore::Record(const std::string& run_id, const std::vector<E
   return txn.Commit();
 }
 
-absl::StatusOr<std::vector<EpisodeRow>> ResultsStore::Episodes(const std::string& run_id) {
-  ASSIGN_OR_RETURN(auto stmt, db_->Prepare(
-      "SELECT model, task, mode, length, seed, idx, correct, trajectory_match, digit_accuracy,"
-      " generated_tokens, tool_calls, wall_ms, peak_state_bytes, record FROM eval_episodes"
-      " WHERE run_id = ? ORDER BY model, task, mode, length, seed, idx"));
+absl::StatusOr<std::vector<EpisodeRow>> ResultsStore::Episodes(const std::string& run_id,
+                                                               bool with_records) {
+  ASSIGN_OR_RETURN(
+      auto stmt,
+      db_->Prepare(absl::StrCat(
+          "SELECT model, task, mode, length, seed, idx, correct, trajectory_match, digit_accuracy,"
+          " generated_tokens, tool_calls, wall_ms, peak_state_bytes",
+          with_records ? ", record" : "",
+          " FROM eval_episodes WHERE run_id = ? ORDER BY model, task, mode, length, seed, idx")));
   stmt.Bind(1, std::string_view(run_id));
   std::vector<EpisodeRow> rows;
   while (true) {
     ASSIGN_OR_RETURN(bool row, stmt.Step());
     if (!row) break;
     EpisodeRow r;
-    r.key = {stmt.ColumnText(0), stmt.ColumnText(1), stmt.ColumnText(2), stmt.ColumnInt(3),
-             stmt.ColumnInt(4), stmt.ColumnInt(5)};
+    r.key = {stmt.ColumnText(0), stmt.ColumnText(1), stmt.ColumnText(2),
+             stmt.ColumnInt(3),  stmt.ColumnInt(4),  stmt.ColumnInt(5)};
     r.correct = stmt.ColumnInt(6) != 0;
     r.trajectory_match = stmt.ColumnInt(7) != 0;
     r.digit_accuracy = stmt.ColumnDouble(8);
@@ -155,14 +163,16 @@ absl::StatusOr<std::vector<EpisodeRow>> ResultsStore::Episodes(const std::string
     r.tool_calls = stmt.ColumnInt(10);
     r.wall_ms = stmt.ColumnDouble(11);
     r.peak_state_bytes = stmt.ColumnInt(12);
-    r.record = nlohmann::json::parse(stmt.ColumnText(13), nullptr, /*allow_exceptions=*/false);
+    if (with_records) {
+      r.record = nlohmann::json::parse(stmt.ColumnText(13), nullptr, /*allow_exceptions=*/false);
+    }
     rows.push_back(std::move(r));
   }
   return rows;
 }
 
 absl::StatusOr<std::vector<Aggregate>> ResultsStore::Aggregates(const std::string& run_id) {
-  ASSIGN_OR_RETURN(auto rows, Episodes(run_id));
+  ASSIGN_OR_RETURN(auto rows, Episodes(run_id, /*with_records=*/false));
   return AggregateRows(rows);
 }
 

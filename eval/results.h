@@ -52,9 +52,9 @@ struct Aggregate {
   std::string task, model, mode;
   int64_t length = 0;
   int64_t episodes = 0;
-  double accuracy = 0.0;                 // over all episodes of the cell
-  std::map<int64_t, double> by_seed;     // seed -> accuracy
-  double seed_min = 0.0, seed_max = 0.0; // spread across seeds
+  double accuracy = 0.0;                  // over all episodes of the cell
+  std::map<int64_t, double> by_seed;      // seed -> accuracy
+  double seed_min = 0.0, seed_max = 0.0;  // spread across seeds
   double digit_accuracy = 0.0;
   double trajectory_match = 0.0;
   double mean_wall_ms = 0.0;
@@ -85,7 +85,10 @@ class ResultsStore {
   // Writes all rows in one transaction. A row already present is an error (ALREADY_EXISTS) and
   // nothing of the batch is written.
   absl::Status Record(const std::string& run_id, const std::vector<EpisodeRow>& rows);
-  absl::StatusOr<std::vector<EpisodeRow>> Episodes(const std::string& run_id);
+  // Every stored episode of a run; without `with_records` their `record` stays null (the
+  // records are most of the bytes: a 1,000-digit episode's is ~1 MB).
+  absl::StatusOr<std::vector<EpisodeRow>> Episodes(const std::string& run_id,
+                                                   bool with_records = true);
   absl::StatusOr<std::vector<Aggregate>> Aggregates(const std::string& run_id);
 
   // The id a configuration gets: a hex digest of its canonical JSON.

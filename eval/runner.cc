@@ -136,9 +136,9 @@ std::map<std::string, int64_t> TrainLengths(const nlohmann::json& config) {
 }  // namespace
 
 std::vector<std::string> SuiteNames() {
-  return {"paper-addition",       "paper-addition-short", "addition-ablations",
-          "addition-ablations-short", "multiplication",   "multiplication-short",
-          "code-debug",           "code-debug-short"};
+  return {
+      "paper-addition", "paper-addition-short", "addition-ablations", "addition-ablations-short",
+      "multiplication", "multiplication-short", "code-debug",         "code-debug-short"};
 }
 
 absl::StatusOr<EvalOptions> SuiteOptions(const std::string& name, const std::string& models_dir) {
@@ -281,9 +281,10 @@ absl::StatusOr<nlohmann::json> RunConfig(const EvalOptions& options) {
 int64_t PlannedEpisodes(const nlohmann::json& config) {
   int64_t total = 0;
   const auto lengths = config.value("lengths", std::vector<int64_t>{});
-  const int64_t per_length = config.value("episodes", int64_t{0}) *
-                             static_cast<int64_t>(config.value("seeds", nlohmann::json::array()).size()) *
-                             static_cast<int64_t>(config.value("tasks", nlohmann::json::array()).size());
+  const int64_t per_length =
+      config.value("episodes", int64_t{0}) *
+      static_cast<int64_t>(config.value("seeds", nlohmann::json::array()).size()) *
+      static_cast<int64_t>(config.value("tasks", nlohmann::json::array()).size());
   for (const auto& m : config.value("models", nlohmann::json::array())) {
     const int64_t cap = m.value("max_length", int64_t{0});
     const int64_t modes = static_cast<int64_t>(m.value("modes", nlohmann::json::array()).size());
@@ -422,7 +423,9 @@ absl::StatusOr<RunResult> ReportOnly(const EvalOptions& options, const std::stri
   input.run_id = run_id;
   ASSIGN_OR_RETURN(input.config, results.RunConfig(run_id));
   input.config["code_version"] = std::string(Version());
-  ASSIGN_OR_RETURN(input.episodes, results.Episodes(run_id));
+  // The records only go to episodes.jsonl; the tables need the rest.
+  ASSIGN_OR_RETURN(input.episodes,
+                   results.Episodes(run_id, /*with_records=*/!options.report_dir.empty()));
   input.train_length = TrainLengths(input.config);
   RunResult out;
   out.run_id = run_id;

@@ -38,14 +38,14 @@ struct EvalOptions {
   std::vector<EvalEntry> entries;
   std::vector<std::string> tasks;  // e.g. {"addition"}
   std::vector<int64_t> lengths;
-  int64_t episodes = 10;           // per (entry, mode, task, length, seed)
+  int64_t episodes = 10;  // per (entry, mode, task, length, seed)
   std::vector<int64_t> seeds = {1};
-  int parallel = 32;               // sessions advanced together by one batched decode step
-  int64_t commit_every = 64;       // episodes per transaction
+  int parallel = 32;          // sessions advanced together by one batched decode step
+  int64_t commit_every = 64;  // episodes per transaction
   // Longest training length per model, when the checkpoint has no training.json.
   int64_t default_train_length = 5;
   std::string db_path = "results.db";
-  std::string report_dir;          // empty: no report files
+  std::string report_dir;  // empty: no report files
   // Early stop: once this many consecutive lengths (in increasing order) of one (model, mode,
   // task) scored 0 exact episodes over all their seeds, its longer lengths are not run (the
   // report marks them "stopped"). 0: every length runs. Part of the run's configuration.
@@ -76,7 +76,7 @@ struct Progress {
 struct RunResult {
   std::string run_id;
   int64_t ran = 0, resumed = 0;  // episodes run now / found finished in the database
-  std::string markdown;           // the report's tables
+  std::string markdown;          // the report's tables
 };
 
 // Runs (or resumes) the evaluation and writes the report. `progress` is called after every

@@ -66,6 +66,7 @@ std::string DecodeError(const google::protobuf::Message& msg);
 // Every request type of every tapeloop.v1 service (tests/server/handler_fuzz_test.cc checks that
 // each method answers an unparseable request INVALID_ARGUMENT, so a missing line shows there).
 TAPELOOP_LENIENT_REQUEST(AppendRequest)
+TAPELOOP_LENIENT_REQUEST(CancelEvaluationRequest)
 TAPELOOP_LENIENT_REQUEST(CloseDebugSessionRequest)
 TAPELOOP_LENIENT_REQUEST(CloseSessionRequest)
 TAPELOOP_LENIENT_REQUEST(CreateSessionRequest)
@@ -78,10 +79,12 @@ TAPELOOP_LENIENT_REQUEST(ForkRequest)
 TAPELOOP_LENIENT_REQUEST(GenerateRequest)
 TAPELOOP_LENIENT_REQUEST(GetEngineStatsRequest)
 TAPELOOP_LENIENT_REQUEST(GetEpisodeRequest)
+TAPELOOP_LENIENT_REQUEST(GetEvaluationRequest)
 TAPELOOP_LENIENT_REQUEST(GetServerInfoRequest)
 TAPELOOP_LENIENT_REQUEST(GetSessionRequest)
 TAPELOOP_LENIENT_REQUEST(ListEnvToolsRequest)
 TAPELOOP_LENIENT_REQUEST(ListEpisodesRequest)
+TAPELOOP_LENIENT_REQUEST(ListEvaluationsRequest)
 TAPELOOP_LENIENT_REQUEST(ListModelsRequest)
 TAPELOOP_LENIENT_REQUEST(ListSessionsRequest)
 TAPELOOP_LENIENT_REQUEST(LoadModelRequest)
@@ -89,6 +92,7 @@ TAPELOOP_LENIENT_REQUEST(OpenDebugSessionRequest)
 TAPELOOP_LENIENT_REQUEST(RestoreRequest)
 TAPELOOP_LENIENT_REQUEST(RunEpisodeRequest)
 TAPELOOP_LENIENT_REQUEST(SnapshotRequest)
+TAPELOOP_LENIENT_REQUEST(StartEvaluationRequest)
 TAPELOOP_LENIENT_REQUEST(UnloadModelRequest)
 
 #undef TAPELOOP_LENIENT_REQUEST

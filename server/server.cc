@@ -12,6 +12,7 @@
 #include "common/status_macros.h"
 #include "server/agent_service.h"
 #include "server/debug_service.h"
+#include "server/evaluation_service.h"
 #include "server/engine_service.h"
 #include "server/environment_service.h"
 #include "server/server_info_service.h"
@@ -107,6 +108,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     auto environment = std::make_unique<EnvironmentService>(&server->context_);
     server->shutdowns_.push_back([s = environment.get()] { s->Shutdown(); });
     server->services_.push_back(std::move(environment));
+    auto evaluation = std::make_unique<EvaluationService>(&server->context_);
+    server->shutdowns_.push_back([s = evaluation.get()] { s->Shutdown(); });
+    server->services_.push_back(std::move(evaluation));
     auto debug = std::make_unique<DebugService>(&server->context_);
     server->shutdowns_.push_back([s = debug.get()] { s->Shutdown(); });
     server->services_.push_back(std::move(debug));
@@ -123,7 +127,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   for (const char* name :
        {tapeloop::v1::Server::service_full_name(), tapeloop::v1::Engine::service_full_name(),
         tapeloop::v1::Agent::service_full_name(), tapeloop::v1::Environment::service_full_name(),
-        tapeloop::v1::Debug::service_full_name()}) {
+        tapeloop::v1::Debug::service_full_name(), tapeloop::v1::Evaluation::service_full_name()}) {
     health->SetServingStatus(name, true);
   }
   return server;

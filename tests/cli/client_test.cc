@@ -290,6 +290,36 @@ TEST_F(ClientTest, OracleEpisodeIsCorrectAndStored) {
       << list.out;
 }
 
+// An evaluation run over the server: started and awaited from the terminal, then listed and
+// read back; the table is the one `tapeloop eval` prints for the same run.
+TEST_F(ClientTest, EvaluationStartWaitGetAndList) {
+  Ran run = Client({"eval-start", "--models", "mamba2-pointer,oracle", "--task", "addition",
+                    "--lengths", "3,8", "--episodes", "2", "--seeds", "5", "--wait"});
+  ASSERT_EQ(run.code, 0) << run.err << run.out;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(run.out, m, std::regex("([0-9a-f]{32})  succeeded  8/8 episodes")))
+      << run.out;
+  const std::string id = m[1];
+  EXPECT_NE(run.out.find("| mamba2-pointer / pointer | 5->8 (100%) | 100% | 100% |"),
+            std::string::npos)
+      << run.out;
+  Ran got = Client({"eval", id, "--json"});
+  ASSERT_EQ(got.code, 0) << got.err;
+  auto j = JsonLines(got.out);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0].value("state", ""), "EVALUATION_STATE_SUCCEEDED");
+  EXPECT_EQ(j[0]["cells"].size(), 4u);
+  Ran list = Client({"evals"});
+  ASSERT_EQ(list.code, 0) << list.err;
+  EXPECT_NE(list.out.find(id + "  succeeded  8/8 episodes"), std::string::npos) << list.out;
+  Ran bad = Client({"eval-start", "--models", "oracle", "--task", "addition", "--lengths", "0"});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("INVALID_ARGUMENT: lengths:"), std::string::npos) << bad.err;
+  Ran unknown = Client({"eval", "0123456789abcdef0123456789abcdef"});
+  EXPECT_EQ(unknown.code, 1);
+  EXPECT_NE(unknown.err.find("NOT_FOUND"), std::string::npos) << unknown.err;
+}
+
 TEST_F(ClientTest, OracleEpisodeJsonStreamsEveryEvent) {
   Ran episode = Client({"episode", "--task", "addition", "--length", "4", "--seed", "9", "--policy",
                         "oracle", "--json"});

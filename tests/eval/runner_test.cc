@@ -119,8 +119,8 @@ TEST_F(RunnerTest, StopAfterZeroSkipsLongerLengthsOfAFailingModelOnly) {
   // all four lengths.
   EXPECT_EQ(run->ran, 2 * 8 + 4 * 8);
   ASSERT_FALSE(seen.empty());
-  EXPECT_EQ(seen.front().total, 8 * 8);      // planned before the stop
-  EXPECT_EQ(seen.back().total, 6 * 8);       // the stopped cells left the plan
+  EXPECT_EQ(seen.front().total, 8 * 8);  // planned before the stop
+  EXPECT_EQ(seen.back().total, 6 * 8);   // the stopped cells left the plan
   EXPECT_EQ(seen.back().done, seen.back().total);
   EXPECT_NE(run->markdown.find("| random-mamba2 / pointer | 5->- (0%) | 0% [0%-0%] | "
                                "0% [0%-0%] | stopped | stopped |"),
@@ -189,12 +189,16 @@ TEST_F(RunnerTest, BadOptionsNameTheProblem) {
   };
   EXPECT_NE(with([](EvalOptions& x) { x.tasks = {"subtraction"}; }).message().find("subtraction"),
             std::string::npos);
-  EXPECT_NE(with([](EvalOptions& x) { x.entries[0].modes = {"psychic"}; }).message().find("psychic"),
-            std::string::npos);
-  EXPECT_EQ(with([](EvalOptions& x) { x.lengths = {0}; }).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(
+      with([](EvalOptions& x) { x.entries[0].modes = {"psychic"}; }).message().find("psychic"),
+      std::string::npos);
+  EXPECT_EQ(with([](EvalOptions& x) { x.lengths = {0}; }).code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_NE(with([](EvalOptions& x) { x.stop_after_zero = -1; }).message().find("stop-after-zero"),
             std::string::npos);
-  EXPECT_EQ(with([](EvalOptions& x) { x.entries = {{"/no/such/model", {"pointer"}}}; }).code(),
+  EXPECT_EQ(with([](EvalOptions& x) {
+              x.entries = {{"/no/such/model", {"pointer"}}};
+            }).code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(SuiteOptions("nope", "models").status().code(), absl::StatusCode::kNotFound);
 }
@@ -204,11 +208,28 @@ TEST_F(RunnerTest, BadOptionsNameTheProblem) {
 TEST_F(RunnerTest, KilledRunResumesToTheSameAggregates) {
   std::string model = RandomModel();
   auto args = [&](const std::string& db, const std::string& report) {
-    return std::vector<std::string>{testing::TapeloopBinary(), "eval", "--models", model + ",oracle",
-                                    "--task", "addition", "--modes", "pointer,direct",
-                                    "--lengths", "4,9,30", "--episodes", "6", "--seeds", "1,2",
-                                    "--parallel", "4", "--commit-every", "3", "--db", db,
-                                    "--report", report};
+    return std::vector<std::string>{testing::TapeloopBinary(),
+                                    "eval",
+                                    "--models",
+                                    model + ",oracle",
+                                    "--task",
+                                    "addition",
+                                    "--modes",
+                                    "pointer,direct",
+                                    "--lengths",
+                                    "4,9,30",
+                                    "--episodes",
+                                    "6",
+                                    "--seeds",
+                                    "1,2",
+                                    "--parallel",
+                                    "4",
+                                    "--commit-every",
+                                    "3",
+                                    "--db",
+                                    db,
+                                    "--report",
+                                    report};
   };
   std::string killed_db = (dir_ / "killed.db").string();
   {

@@ -38,7 +38,8 @@ namespace pb = google::protobuf;
 
 // The services a serving tapeloop exposes (those linked into this binary are fuzzed).
 const char* const kServices[] = {"tapeloop.v1.Server", "tapeloop.v1.Engine", "tapeloop.v1.Agent",
-                                 "tapeloop.v1.Environment", "tapeloop.v1.Debug"};
+                                 "tapeloop.v1.Environment", "tapeloop.v1.Debug",
+                                 "tapeloop.v1.Evaluation"};
 
 class RequestGenerator {
  public:
