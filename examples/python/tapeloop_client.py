@@ -3,7 +3,7 @@
 python3-grpc-tools. Stubs are generated from the repository's .proto files on first use.
 
 usage: tapeloop_client.py [--target 127.0.0.1:7070] [--proto-dir PROTO_DIR] [--api-key KEY]
-                          info | episode [options] | env [options]
+                          info | episode [options] | env [options] | eval [options]
 
   info      health and server facts, as JSON
   episode   run an agent episode server-side (tapeloop.v1.Agent.RunEpisode) and print it as it
@@ -13,6 +13,10 @@ usage: tapeloop_client.py [--target 127.0.0.1:7070] [--proto-dir PROTO_DIR] [--a
             agent would: this script's own little agent reads the operands off the pointer
             memory (pointer mode) or asks the calculator (calculator mode), computes the answer
             and submits it; one JSON line per step, then a summary line
+  eval      start an evaluation run server-side (tapeloop.v1.Evaluation; --suite, or
+            --models/--task/--lengths), poll it until it ends (a JSON progress line each
+            time more episodes are stored), then print the report's tables and one JSON line
+            per cell
 """
 import argparse
 import importlib
@@ -136,6 +140,57 @@ class Client:
                                      metadata=self.metadata)
 
 
+    # --- tapeloop.v1.Evaluation --------------------------------------------------------
+
+    def eval_stub(self):
+        return self.m["tapeloop.v1.evaluation_grpc"].EvaluationStub(self.channel)
+
+    def start_evaluation(self, **fields):
+        v = self.m["tapeloop.v1.evaluation"]
+        return self.eval_stub().StartEvaluation(v.StartEvaluationRequest(**fields),
+                                                timeout=self.timeout, metadata=self.metadata)
+
+    def get_evaluation(self, evaluation_id):
+        v = self.m["tapeloop.v1.evaluation"]
+        return self.eval_stub().GetEvaluation(
+            v.GetEvaluationRequest(evaluation_id=evaluation_id), timeout=self.timeout,
+            metadata=self.metadata)
+
+    def state_name(self, state):
+        return self.m["tapeloop.v1.evaluation"].EvaluationState.Name(state)
+
+
+def run_evaluation(client, a):
+    """Starts (or resumes) a run, polls it to the end, prints the report and the cells."""
+    import time
+    fields = {"episodes": a.episodes}
+    if a.suite:
+        fields["suite"] = a.suite
+    else:
+        fields.update(models=a.models.split(","), tasks=[a.task],
+                      lengths=[int(x) for x in a.lengths.split(",")])
+    run = client.start_evaluation(**fields)
+    done = -1
+    while True:
+        run = client.get_evaluation(run.evaluation_id)
+        state = client.state_name(run.state)
+        if run.episodes_done != done or state != "EVALUATION_STATE_RUNNING":
+            done = run.episodes_done
+            print(json.dumps({"evaluation_id": run.evaluation_id, "state": state,
+                              "episodes_done": run.episodes_done,
+                              "episodes_planned": run.episodes_planned}), flush=True)
+        if state != "EVALUATION_STATE_RUNNING":
+            break
+        time.sleep(0.5)
+    print(run.report_markdown, end="")
+    for c in run.cells:
+        print(json.dumps({"model": c.model, "mode": c.mode, "task": c.task, "length": c.length,
+                          "episodes": c.episodes, "accuracy": c.accuracy}))
+    if state != "EVALUATION_STATE_SUCCEEDED":
+        print(f"tapeloop_client: evaluation {state}: {run.error}", file=sys.stderr)
+        sys.exit(1)
+
+
 def print_episode(client, a):
     """Streams an episode: the trajectory text (observations in braces) or JSON events."""
     from google.protobuf import json_format
@@ -234,7 +289,7 @@ def main():
     ap.add_argument("--target", default="127.0.0.1:7070")
     ap.add_argument("--proto-dir", default=DEFAULT_PROTO_DIR)
     ap.add_argument("--api-key", default="")
-    ap.add_argument("command", choices=["info", "episode", "env"])
+    ap.add_argument("command", choices=["info", "episode", "env", "eval"])
     ap.add_argument("--task", default="addition")
     ap.add_argument("--length", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
@@ -245,6 +300,10 @@ def main():
     ap.add_argument("--json", action="store_true", help="episode: one JSON object per event")
     ap.add_argument("--max-steps", type=int, default=0, help="env: 0 = server default")
     ap.add_argument("--answer", default=None, help="env: submit this instead")
+    ap.add_argument("--suite", default="", help="eval: a named suite")
+    ap.add_argument("--models", default="oracle", help="eval: model names, comma-separated")
+    ap.add_argument("--lengths", default="5,10", help="eval: comma-separated")
+    ap.add_argument("--episodes", type=int, default=0, help="eval: per cell and seed")
     a = ap.parse_args()
     c = Client(a.target, a.proto_dir, api_key=a.api_key)
     try:
@@ -252,6 +311,8 @@ def main():
             print(json.dumps({"health": c.health(), "server_info": c.server_info()}))
         elif a.command == "episode":
             print_episode(c, a)
+        elif a.command == "eval":
+            run_evaluation(c, a)
         else:
             play_env(c, a)
     except grpc.RpcError as e:

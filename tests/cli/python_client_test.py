@@ -46,7 +46,7 @@ try:
         iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10))
     names = {s.name for s in replies[0].list_services_response.service}
     assert {"tapeloop.v1.Server", "grpc.health.v1.Health", "tapeloop.v1.Agent",
-            "tapeloop.v1.Environment"} <= names, names
+            "tapeloop.v1.Environment", "tapeloop.v1.Evaluation"} <= names, names
 
     # Agent: streamed episodes (the oracle, and the bundled mamba2-pointer, exact at 30 digits).
     def client(*args):
@@ -95,6 +95,20 @@ try:
     out = client("env", "--length", "9", "--max-steps", "6")  # too few steps to read the tape
     summary = json.loads(out.stdout.splitlines()[-1])
     assert summary["truncated"] and not summary["terminated"] and summary["steps"] == 6, summary
+    # Evaluation: a run of the bundled model and the oracle, polled to the end.
+    out = client("eval", "--models", "mamba2-pointer,oracle", "--lengths", "4,9",
+                 "--episodes", "3")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    cells = [json.loads(line) for line in lines if line.startswith('{"model"')]
+    assert len(cells) == 4 and all(c["accuracy"] == 1.0 and c["episodes"] == 3 for c in cells), cells
+    progress = [json.loads(line) for line in lines if line.startswith('{"evaluation_id"')]
+    assert progress[-1]["state"] == "EVALUATION_STATE_SUCCEEDED", progress
+    assert progress[-1]["episodes_done"] == 12, progress
+    assert "| mamba2-pointer / pointer | 5->9 (100%) | 100% | 100% |" in out.stdout, out.stdout
+    out = client("eval", "--models", "../models", "--lengths", "4")
+    assert out.returncode == 1 and "INVALID_ARGUMENT: models:" in out.stderr, out.stderr
+    passed += 1
     out = client("episode", "--length", "0")
     assert out.returncode == 1 and "INVALID_ARGUMENT: length" in out.stderr, out.stderr
     out = client("episode", "--policy", "no-such-model")
