@@ -12,8 +12,9 @@
 // dt_min is 0 for HF Mamba2 (no clamp: softplus > 0) and time_step_min for NemotronH, which
 // clamps dt to [time_step_min, inf); the clamp passes no gradient where it is active (torch.clamp).
 // The SSM runs in the chunked SSD form (quadratic inside chunks of Q tokens, states passed
-// between chunks); the backward pass walks the same chunks in reverse. Q = 1 is the plain
-// recurrence. Used by Mamba2Lm and NemotronHLm.
+// between chunks; engine/train/ssd.h, with the heads' products batched per chunk); the backward
+// pass walks the same chunks in reverse. Q = 1 is the plain recurrence. Used by Mamba2Lm and
+// NemotronHLm.
 //
 // Thread safety: pure functions of their arguments; distinct rows may run concurrently with
 // distinct saved / scratch buffers and gradient buffers.
