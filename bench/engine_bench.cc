@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "engine/kernels/linear.h"
+#include "engine/kernels/linear_packed.h"
 #include "engine/models/model.h"
 #include "engine/parallel.h"
 #include "engine/session/session.h"
@@ -40,7 +41,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
 
 // Read bandwidth in bytes/s: sums a buffer of `mib` MiB on EngineThreads() threads, best of 5.
 // 512 MiB measures DRAM; a buffer the size of a 25M model's weights (96 MiB) can sit in a large
@@ -217,7 +220,8 @@ double CpuSeconds() {
 
 // Decode tokens/s (best of `reps`) and CPU microseconds per token (all threads; least of `reps`:
 // on a loaded machine the CPU time is steadier than the wall time).
-double DecodeRate(const Model& m, int batch, int prompt, int steps, int reps, double* cpu_us = nullptr) {
+double DecodeRate(const Model& m, int batch, int prompt, int steps, int reps,
+                  double* cpu_us = nullptr) {
   std::vector<std::unique_ptr<Session>> sessions;
   std::vector<Session*> ptrs;
   for (int b = 0; b < batch; ++b) {
@@ -270,12 +274,32 @@ void BenchDecode(const std::string& name, const Model& model, const std::vector<
   }
 }
 
+// The memory the decode step's packed weight copies (kernels/linear_packed.h) took beside the
+// parameters, per model measured (printed after the decode table).
+std::vector<std::string>& PackedNotes() {
+  static std::vector<std::string> notes;
+  return notes;
+}
+void PackedNote(const std::string& name, const Model& m) {
+  char line[256];
+  std::snprintf(line, sizeof(line), "| %s | %.2f MB | %.2f MB | %.2f MB |\n", name.c_str(),
+                4e-6 * m.num_params(), 1e-6 * m.packed_bytes_built(), 1e-6 * m.packed_bytes());
+  PackedNotes().push_back(line);
+}
+void PrintPackedNotes() {
+  std::printf(
+      "\n| model | parameters (f32) | packed copies built | packed copies, all "
+      "|\n|---|---|---|---|\n");
+  for (const std::string& l : PackedNotes()) std::printf("%s", l.c_str());
+}
+
 constexpr char kDecodeHeader[] =
     "| model | params | batch | decode tok/s | CPU us / token | vs batch 1 "
     "|\n|---|---|---|---|---|---|\n";
 
 // --model: decode of checkpoints at the given batch sizes.
-int BenchCheckpoints(const std::vector<std::string>& dirs, const std::vector<int>& batches, int steps) {
+int BenchCheckpoints(const std::vector<std::string>& dirs, const std::vector<int>& batches,
+                     int steps) {
   std::printf("%s", kDecodeHeader);
   for (const std::string& dir : dirs) {
     auto model = Model::Load(dir);
@@ -284,7 +308,9 @@ int BenchCheckpoints(const std::vector<std::string>& dirs, const std::vector<int
       return 1;
     }
     BenchDecode(dir, **model, batches, steps, false);
+    PackedNote(dir, **model);
   }
+  PrintPackedNotes();
   return 0;
 }
 
@@ -328,9 +354,65 @@ Row Run(Family f, bool big, double bandwidth, int steps) {
   if (!big) {
     Session s(&m);
     (void)s.Append(Tokens(1000, 4));
-    if (s.SizeBytes() != r.state1k) std::fprintf(stderr, "state size formula mismatch for %s\n", r.family.c_str());
+    if (s.SizeBytes() != r.state1k)
+      std::fprintf(stderr, "state size formula mismatch for %s\n", r.family.c_str());
   }
   return r;
+}
+
+// --products: GFLOP/s of the decode step's products of the ~1M and ~25M models at the given row
+// counts, through LinearForwardRef (OpenBLAS sgemm / sgemv), LinearForwardDecode (register
+// blocks for 2..32 rows, else LinearForwardRef) and LinearForwardPacked (packed panels), best
+// of 5 rounds of ~20 ms each, the three interleaved so that load on the machine hits them alike.
+int BenchProducts(const std::vector<int>& batches) {
+  struct Shape {
+    const char* what;
+    int64_t in, out;
+  };
+  const Shape shapes[] = {{"1M qkv", 128, 256},
+                          {"1M gate|up", 128, 704},
+                          {"1M down", 352, 128},
+                          {"1M mamba in_proj", 128, 644},
+                          {"25M qkv", 512, 1024},
+                          {"25M o", 512, 512},
+                          {"25M gate|up", 512, 2816},
+                          {"25M down", 1408, 512},
+                          {"25M mamba in_proj", 512, 2128},
+                          {"25M mamba out_proj", 1024, 512},
+                          {"25M lm_head", 512, 285}};
+  std::printf(
+      "| product | in | out | rows | sgemm GFLOP/s | decode GFLOP/s | packed GFLOP/s | packed / "
+      "sgemm |\n|---|---|---|---|---|---|---|---|\n");
+  for (const Shape& s : shapes) {
+    std::vector<float> w(s.out * s.in);
+    uint64_t seed = 1;
+    for (float& v : w) v = static_cast<float>(NextRandom(&seed) % 1000) * 1e-3f - 0.5f;
+    PackedLinear packed(w.data(), s.in, s.out);
+    (void)packed.panels();
+    for (int rows : batches) {
+      std::vector<float> x(rows * s.in, 0.5f), y(rows * s.out);
+      const double flop = 2.0 * rows * s.in * s.out;
+      const int iters = std::max(1, static_cast<int>(2e-2 * 50e9 / flop));
+      double best[3] = {0, 0, 0};
+      for (int rep = 0; rep < 5; ++rep) {
+        for (int k = 0; k < 3; ++k) {
+          auto t0 = Clock::now();
+          for (int i = 0; i < iters; ++i) {
+            if (k == 0) LinearForwardRef(y.data(), x.data(), w.data(), nullptr, rows, s.in, s.out);
+            if (k == 1)
+              LinearForwardDecode(y.data(), x.data(), w.data(), nullptr, rows, s.in, s.out);
+            if (k == 2) LinearForwardPacked(y.data(), x.data(), packed, nullptr, rows);
+          }
+          best[k] = std::max(best[k], flop * iters / Seconds(t0, Clock::now()) / 1e9);
+        }
+      }
+      std::printf("| %s | %lld | %lld | %d | %.1f | %.1f | %.1f | %.2fx |\n", s.what,
+                  static_cast<long long>(s.in), static_cast<long long>(s.out), rows, best[0],
+                  best[1], best[2], best[2] / best[0]);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
 }
 
 std::vector<std::string> Split(const std::string& s) {
@@ -346,23 +428,34 @@ std::vector<std::string> Split(const std::string& s) {
 }
 
 int Main(int argc, char** argv) {
-  std::string sizes = "1m,25m", families = "mamba2,llama,mistral,nemotron_h", models, batches = "1,16,64,256";
+  std::string sizes = "1m,25m", families = "mamba2,llama,mistral,nemotron_h", models,
+              batches = "1,16,64,256";
   int steps = 32;
-  bool decode_only = false;
+  bool decode_only = false, products = false;
   for (int i = 1; i < argc; i += 2) {
     std::string flag = argv[i];
     if (i + 1 >= argc) flag = "";  // a flag without its value (or a lone --help): usage
-    if (flag == "--sizes") sizes = argv[i + 1];
-    else if (flag == "--families") families = argv[i + 1];
-    else if (flag == "--steps") steps = std::max(8, std::atoi(argv[i + 1]));
-    else if (flag == "--model") models = argv[i + 1];
-    else if (flag == "--batches") batches = argv[i + 1];
+    if (flag == "--sizes")
+      sizes = argv[i + 1];
+    else if (flag == "--families")
+      families = argv[i + 1];
+    else if (flag == "--steps")
+      steps = std::max(8, std::atoi(argv[i + 1]));
+    else if (flag == "--model")
+      models = argv[i + 1];
+    else if (flag == "--batches")
+      batches = argv[i + 1];
+    else if (flag == "--products")
+      products = std::string(argv[i + 1]) != "0";
     else {
-      std::fprintf(stderr,
-                   "usage: engine_bench [--sizes 1m,25m] [--families ...] [--steps N]\n"
-                   "       engine_bench --model DIR[,DIR...] [--batches 1,16,64,256] [--steps N]\n"
-                   "       engine_bench [--sizes ...] [--families ...] --batches 1,64 [--steps N]"
-                   "   (decode only, for profiling)\n");
+      std::fprintf(
+          stderr,
+          "usage: engine_bench [--sizes 1m,25m] [--families ...] [--steps N]\n"
+          "       engine_bench --model DIR[,DIR...] [--batches 1,16,64,256] [--steps N]\n"
+          "       engine_bench [--sizes ...] [--families ...] --batches 1,64 [--steps N]"
+          "   (decode only, for profiling)\n"
+          "       engine_bench --products 1 [--batches 1,16,64,256]   (the decode products "
+          "alone: sgemm, register blocks, packed panels)\n");
       return 2;
     }
   }
@@ -374,11 +467,12 @@ int Main(int argc, char** argv) {
            : name == "mistral" ? Family::kMistral
                                : Family::kNemotronH;
   };
-  if (!models.empty() || decode_only) {
+  if (!models.empty() || decode_only || products) {
     std::printf("engine threads: %d, hardware threads: %u, %s\n\n", EngineThreads(),
                 std::thread::hardware_concurrency(), BlasDescription().c_str());
     std::vector<int> b;
     for (const std::string& x : Split(batches)) b.push_back(std::max(1, std::atoi(x.c_str())));
+    if (products) return BenchProducts(b);
     if (!models.empty()) return BenchCheckpoints(Split(models), b, steps);
     std::printf("%s", kDecodeHeader);
     for (const std::string& size : Split(sizes)) {
@@ -386,15 +480,17 @@ int Main(int argc, char** argv) {
         auto model = Model::RandomInit(BenchConfig(family(fam), size == "25m"), 1);
         if (!model.ok()) return 1;
         BenchDecode(fam + " " + size, **model, b, steps, true);
+        PackedNote(fam + " " + size, **model);
       }
     }
+    PrintPackedNotes();
     return 0;
   }
   const double bw = MeasureBandwidth(512);
   const double bw_cached = MeasureBandwidth(96);
   const double gflops = MeasureGemmRate();
-  std::printf("engine threads: %d, hardware threads: %u, %s\n", EngineThreads(), std::thread::hardware_concurrency(),
-              BlasDescription().c_str());
+  std::printf("engine threads: %d, hardware threads: %u, %s\n", EngineThreads(),
+              std::thread::hardware_concurrency(), BlasDescription().c_str());
   std::printf(
       "measured read bandwidth: %.2f GB/s (512 MiB buffer, DRAM; the floor below uses it), "
       "%.2f GB/s (96 MiB buffer, cache-resident)\n",
@@ -409,12 +505,14 @@ int Main(int argc, char** argv) {
       std::fflush(stdout);
     }
   }
-  std::printf("| family | size | params | prefill tok/s | decode b=1 tok/s | b=1 floor tok/s | b=1 / floor | "
-              "b=64 tok/s | b=64 / b=1 | b=256 tok/s |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "| family | size | params | prefill tok/s | decode b=1 tok/s | b=1 floor tok/s | b=1 / floor "
+      "| "
+      "b=64 tok/s | b=64 / b=1 | b=256 tok/s |\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows) {
-    std::printf("| %s | %s | %.2fM | %.0f | %.0f | %.0f | %.2f | %.0f | %.1fx | %.0f |\n", r.family.c_str(),
-                r.size.c_str(), r.params / 1e6, r.prefill, r.decode1, r.floor1, r.decode1 / r.floor1, r.decode64,
-                r.decode64 / r.decode1, r.decode256);
+    std::printf("| %s | %s | %.2fM | %.0f | %.0f | %.0f | %.2f | %.0f | %.1fx | %.0f |\n",
+                r.family.c_str(), r.size.c_str(), r.params / 1e6, r.prefill, r.decode1, r.floor1,
+                r.decode1 / r.floor1, r.decode64, r.decode64 / r.decode1, r.decode256);
   }
   // The bound on batching. A decode step reads the weights (W) once whatever its batch, but
   // every token reads and writes its own session's state (S). Memory-bound at one bandwidth,
@@ -441,10 +539,11 @@ int Main(int argc, char** argv) {
         r.update_bw / 1e9, mem, compute, std::min(mem, compute) / r.decode1,
         r.decode64 / r.decode1);
   }
-  std::printf("\n| family | size | state after 1K | after 10K | after 100K |\n|---|---|---|---|---|\n");
+  std::printf(
+      "\n| family | size | state after 1K | after 10K | after 100K |\n|---|---|---|---|---|\n");
   for (const Row& r : rows) {
-    std::printf("| %s | %s | %.1f KiB | %.1f KiB | %.1f KiB |\n", r.family.c_str(), r.size.c_str(), r.state1k / 1024.0,
-                r.state10k / 1024.0, r.state100k / 1024.0);
+    std::printf("| %s | %s | %.1f KiB | %.1f KiB | %.1f KiB |\n", r.family.c_str(), r.size.c_str(),
+                r.state1k / 1024.0, r.state10k / 1024.0, r.state100k / 1024.0);
   }
   return 0;
 }

@@ -23,7 +23,8 @@ void LinearForwardRef(float* y, const float* x, const float* w, const float* b, 
 // (packs) all of w on every call, which at these sizes costs about half as much as the
 // multiplications. rows == 1 and rows > kMaxDecodeRows go to LinearForwardRef (sgemv packs
 // nothing; for many rows sgemm's packing is amortized). Equal to LinearForwardRef to float
-// rounding (tests/engine/kernels/linear_decode_test.cc).
+// rounding (tests/engine/kernels/linear_decode_test.cc). The decode step's layers call the
+// overload in linear_packed.h, which reads a packed copy of w for two rows or more.
 void LinearForwardDecode(float* y, const float* x, const float* w, const float* b, int64_t rows,
                          int64_t in, int64_t out);
 // Measured on the project's Xeon, 2 threads, the decode step's shapes of the ~1M and ~25M bench

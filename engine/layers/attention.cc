@@ -8,6 +8,7 @@
 #include "engine/check.h"
 #include "engine/kernels/attention_decode.h"
 #include "engine/kernels/linear.h"
+#include "engine/kernels/linear_packed.h"
 #include "engine/parallel.h"
 #include "engine/tensor.h"
 
@@ -69,12 +70,14 @@ AttentionWeights BindAttentionWeights(const AttentionDims& d, const ParamLookup&
   return w;
 }
 
-void ApplyRope(float* x, int64_t rows, int64_t ld, int heads, int head_dim, int64_t pos0, double theta) {
+void ApplyRope(float* x, int64_t rows, int64_t ld, int heads, int head_dim, int64_t pos0,
+               double theta) {
   const int half = head_dim / 2;
   std::vector<float> inv_freq(half);
   for (int i = 0; i < half; ++i) {
     // As HF: computed in f32 from an f32 exponent.
-    inv_freq[i] = static_cast<float>(1.0 / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim)));
+    inv_freq[i] = static_cast<float>(
+        1.0 / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim)));
   }
   std::vector<float> cs(half), sn(half);
   for (int64_t r = 0; r < rows; ++r) {
@@ -237,7 +240,7 @@ void AttentionStep(const AttentionDims& d, const AttentionWeights& w, const floa
                      (w.q_b == nullptr ? w.k_b == nullptr && w.v_b == nullptr
                                        : w.k_b == w.q_b + qd && w.v_b == w.k_b + kvd);
   if (fused) {
-    LinearForwardDecode(qkv, x, w.q_w, w.q_b, B, d.dim, ld);
+    LinearForwardDecode(qkv, x, w.q_w, w.qkv_packed, w.q_b, B, d.dim, ld);
   } else {
     float* part = ThreadScratch(Scratch::kAttentionPart, B * qd);  // f32 [B, out]: q, k or v
     const float* ws[3] = {w.q_w, w.k_w, w.v_w};
@@ -286,7 +289,7 @@ void AttentionStep(const AttentionDims& d, const AttentionWeights& w, const floa
   float* attn = ThreadScratch(Scratch::kAttentionOut, B * qd);  // f32 [B, Hq*hd]
   AttentionDecode(attn, qkv, ld, rows.data(), B, d.num_heads, d.num_kv_heads, d.head_dim,
                   1.0f / std::sqrt(static_cast<float>(hd)));
-  LinearForwardDecode(out, attn, w.o_w, w.o_b, B, qd, d.dim);
+  LinearForwardDecode(out, attn, w.o_w, w.o_packed, w.o_b, B, qd, d.dim);
 }
 
 }  // namespace tapeloop::engine

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/kernels/linear_packed.h"
 #include "engine/layers/param_spec.h"
 
 namespace tapeloop::engine {
@@ -23,8 +24,8 @@ struct AttentionDims {
   int head_dim = 0;      // hd
   bool use_rope = true;
   double rope_theta = 10000.0;
-  int64_t window = 0;    // 0: full causal
-  bool bias = false;     // q/k/v/o biases (llama attention_bias)
+  int64_t window = 0;  // 0: full causal
+  bool bias = false;   // q/k/v/o biases (llama attention_bias)
 
   int64_t q_dim() const { return int64_t{num_heads} * head_dim; }
   int64_t kv_dim() const { return int64_t{num_kv_heads} * head_dim; }
@@ -37,6 +38,11 @@ std::vector<ParamSpec> AttentionParamSpecs(const AttentionDims& dims);
 struct AttentionWeights {
   const float *q_w = nullptr, *k_w = nullptr, *v_w = nullptr, *o_w = nullptr;
   const float *q_b = nullptr, *k_b = nullptr, *v_b = nullptr, *o_b = nullptr;  // null: no bias
+  // Optional packed copies for AttentionStep's products (kernels/linear_packed.h; owned by the
+  // model): q, k and v as one f32 [Hq*hd + 2*Hkv*hd, D] (only when their weights lie back to
+  // back, source() == q_w), and o_proj.
+  const PackedLinear* qkv_packed = nullptr;
+  const PackedLinear* o_packed = nullptr;
 };
 AttentionWeights BindAttentionWeights(const AttentionDims& dims, const ParamLookup& lookup);
 
@@ -47,14 +53,16 @@ struct KvCache {
   int64_t tokens = 0;    // positions seen; the next token has position `tokens`
 
   // Rows holding live entries: min(tokens, window) or tokens.
-  int64_t live_rows(int64_t window) const { return window > 0 && tokens > window ? window : tokens; }
+  int64_t live_rows(int64_t window) const {
+    return window > 0 && tokens > window ? window : tokens;
+  }
 };
 
 // What a backward pass needs (filled when Forward gets a non-null pointer).
 struct AttentionSaved {
-  std::vector<float> q;     // f32 [T, Hq*hd] after RoPE
-  std::vector<float> k, v;  // f32 [S, Hkv*hd] keys/values attended over (old + new)
-  std::vector<float> attn;  // f32 [T, Hq*hd] input of o_proj
+  std::vector<float> q;            // f32 [T, Hq*hd] after RoPE
+  std::vector<float> k, v;         // f32 [S, Hkv*hd] keys/values attended over (old + new)
+  std::vector<float> attn;         // f32 [T, Hq*hd] input of o_proj
   int64_t first_key_position = 0;  // absolute position of k[0]
 };
 
@@ -69,8 +77,8 @@ void AttentionForward(const AttentionDims& dims, const AttentionWeights& w, cons
 // kernels/linear.h (LinearForwardDecode), RoPE with one cos / sin per session, and the fused
 // kernels/attention_decode.h. Equal to AttentionStepRef to float rounding
 // (tests/engine/layers/attention_test.cc). Thread-safe for distinct caches.
-void AttentionStep(const AttentionDims& dims, const AttentionWeights& w, const float* x,
-                   int64_t B, float* out, KvCache* const* caches);
+void AttentionStep(const AttentionDims& dims, const AttentionWeights& w, const float* x, int64_t B,
+                   float* out, KvCache* const* caches);
 
 // The plain reference of AttentionStep (same contract): three BLAS products, ApplyRope per
 // session, AttentionDecodeRef, a BLAS product.
@@ -79,7 +87,8 @@ void AttentionStepRef(const AttentionDims& dims, const AttentionWeights& w, cons
 
 // Applies RoPE in place to `rows` vectors of `heads` heads at positions pos0, pos0+1, ...
 // (stride between rows: ld floats). Exposed for tests and the trainer.
-void ApplyRope(float* x, int64_t rows, int64_t ld, int heads, int head_dim, int64_t pos0, double theta);
+void ApplyRope(float* x, int64_t rows, int64_t ld, int heads, int head_dim, int64_t pos0,
+               double theta);
 
 }  // namespace tapeloop::engine
 

@@ -6,6 +6,7 @@
 
 #include "engine/check.h"
 #include "engine/kernels/linear.h"
+#include "engine/kernels/linear_packed.h"
 #include "engine/kernels/vec.h"
 #include "engine/layers/rms_norm.h"
 #include "engine/parallel.h"
@@ -26,8 +27,8 @@ inline float Dt(const Mamba2Dims& d, const Mamba2Weights& w, float raw, int h) {
 
 // Causal depthwise conv + SiLU over T rows of pre-conv xBC (ld = proj row), continuing from the
 // conv state; writes xbc [T, conv_dim] and leaves the last K-1 input rows in the state.
-void ConvForward(const Mamba2Dims& d, const Mamba2Weights& w, const float* in, int64_t ld, int64_t T,
-                 float* conv_state, float* xbc) {
+void ConvForward(const Mamba2Dims& d, const Mamba2Weights& w, const float* in, int64_t ld,
+                 int64_t T, float* conv_state, float* xbc) {
   const int64_t C = d.conv_dim(), K = d.conv_kernel;
   // Rows -(K-1) .. T-1 of the input, the first K-1 from the state.
   auto row = [&](int64_t t) -> const float* {
@@ -59,8 +60,8 @@ void SsdHead(const Mamba2Dims& d, const Mamba2Weights& w, int h, const float* xb
   const int g = h / (d.heads / d.groups);
   const float A = -std::exp(w.A_log[h]);
   const float Dh = w.D[h];
-  const float* xh = xbc + h * P;               // rows of x for this head, ld C
-  const float* Bg = xbc + inner + g * N;       // ld C
+  const float* xh = xbc + h * P;                       // rows of x for this head, ld C
+  const float* Bg = xbc + inner + g * N;               // ld C
   const float* Cg = xbc + inner + (d.groups + g) * N;  // ld C
   float* st = ssm + static_cast<int64_t>(h) * P * N;   // f32 [P, N]
   std::vector<float> cum(L), G(L * L), Y(L * P), Xw(L * P);
@@ -141,15 +142,16 @@ void Mamba2Forward(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, 
   }
   std::vector<float> proj(T * PD);  // f32 [T, inner + conv_dim + H]
   LinearForwardRef(proj.data(), x, w.in_proj_w, w.in_proj_b, T, d.dim, PD);
-  std::vector<float> xbc(T * C);    // f32 [T, conv_dim]
+  std::vector<float> xbc(T * C);  // f32 [T, conv_dim]
   ConvForward(d, w, proj.data() + inner, PD, T, state.conv, xbc.data());
-  std::vector<float> dt(T * H);     // f32 [T, H]
+  std::vector<float> dt(T * H);  // f32 [T, H]
   for (int64_t t = 0; t < T; ++t) {
     for (int h = 0; h < H; ++h) dt[t * H + h] = Dt(d, w, proj[t * PD + inner + C + h], h);
   }
   std::vector<float> y(T * inner);  // f32 [T, inner]
   ParallelFor(H, 1, [&](int64_t h0, int64_t h1) {
-    for (int64_t h = h0; h < h1; ++h) SsdHead(d, w, static_cast<int>(h), xbc.data(), dt.data(), T, state.ssm, y.data());
+    for (int64_t h = h0; h < h1; ++h)
+      SsdHead(d, w, static_cast<int>(h), xbc.data(), dt.data(), T, state.ssm, y.data());
   });
   if (saved) {
     saved->proj = proj;
@@ -157,12 +159,13 @@ void Mamba2Forward(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, 
     saved->dt = dt;
     saved->y = y;
   }
-  GatedRmsNormForward(y.data(), y.data(), inner, proj.data(), PD, w.norm_w, T, inner, d.norm_group, d.eps);
+  GatedRmsNormForward(y.data(), y.data(), inner, proj.data(), PD, w.norm_w, T, inner, d.norm_group,
+                      d.eps);
   LinearForwardRef(out, y.data(), w.out_proj_w, w.out_proj_b, T, inner, d.dim);
 }
 
-void Mamba2StepRef(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, int64_t B, float* out,
-                   const Mamba2State* states) {
+void Mamba2StepRef(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, int64_t B,
+                   float* out, const Mamba2State* states) {
   const int64_t inner = d.inner(), C = d.conv_dim(), PD = d.proj_dim(), H = d.heads;
   const int64_t P = d.head_dim, N = d.state, K = d.conv_kernel;
   std::vector<float> proj(B * PD);  // f32 [B, inner + conv_dim + H]
@@ -201,7 +204,8 @@ void Mamba2StepRef(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, 
       }
     }
   });
-  GatedRmsNormForward(y.data(), y.data(), inner, proj.data(), PD, w.norm_w, B, inner, d.norm_group, d.eps);
+  GatedRmsNormForward(y.data(), y.data(), inner, proj.data(), PD, w.norm_w, B, inner, d.norm_group,
+                      d.eps);
   LinearForwardRef(out, y.data(), w.out_proj_w, w.out_proj_b, B, inner, d.dim);
 }
 
@@ -212,7 +216,7 @@ void Mamba2Step(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, int
   const int64_t heads_per_group = H / G;
   TL_CHECK(d.norm_group > 0 && inner % d.norm_group == 0);
   float* proj = ThreadScratch(Scratch::kMambaProj, B * PD);  // f32 [B, inner + conv_dim + H]
-  LinearForwardDecode(proj, x, w.in_proj_w, w.in_proj_b, B, d.dim, PD);
+  LinearForwardDecode(proj, x, w.in_proj_w, w.in_proj_packed, w.in_proj_b, B, d.dim, PD);
   // Per call (shared by the batch): the conv weights transposed f32 [K, C], A = -exp(A_log).
   std::vector<float> wt(K * C), A(H);
   for (int64_t c = 0; c < C; ++c) {
@@ -264,7 +268,7 @@ void Mamba2Step(const Mamba2Dims& d, const Mamba2Weights& w, const float* x, int
       }
     }
   });
-  LinearForwardDecode(out, y, w.out_proj_w, w.out_proj_b, B, inner, d.dim);
+  LinearForwardDecode(out, y, w.out_proj_w, w.out_proj_packed, w.out_proj_b, B, inner, d.dim);
 }
 
 }  // namespace tapeloop::engine

@@ -1,10 +1,10 @@
 // The Mamba-2 mixer (HF Mamba2Mixer / NemotronHMamba2Mixer, torch path semantics):
 //   [z | xBC | dt] = in_proj(x)                  widths inner = H*P, conv_dim = inner + 2*G*N, H
 //   xBC = silu(causal depthwise conv1d(xBC))      kernel K, per channel, optional bias
-//   [x | B | C] = xBC                             x: [H, P], B, C: [G, N] (head h uses group h / (H/G))
-//   dt = clamp(softplus(dt + dt_bias), dt_min, dt_max);  A = -exp(A_log)        per head
-//   h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T;  y_t = h_t C_t + D x_t          h: [H, P, N]
-//   out = out_proj(gated_rms_norm(y, z))          (rms_norm.h: groups of gated_norm_group_size)
+//   [x | B | C] = xBC                             x: [H, P], B, C: [G, N] (head h uses group h /
+//   (H/G)) dt = clamp(softplus(dt + dt_bias), dt_min, dt_max);  A = -exp(A_log)        per head h_t
+//   = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T;  y_t = h_t C_t + D x_t          h: [H, P, N] out =
+//   out_proj(gated_rms_norm(y, z))          (rms_norm.h: groups of gated_norm_group_size)
 // Forward runs a whole sequence in the chunked SSD form (chunks of chunk_size, starting from the
 // given state); Step runs the recurrent form for one token of each of B sessions. Both advance
 // the per-session state (Mamba2State). The two agree to float rounding.
@@ -14,22 +14,23 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/kernels/linear_packed.h"
 #include "engine/layers/param_spec.h"
 
 namespace tapeloop::engine {
 
 struct Mamba2Dims {
-  int64_t dim = 0;     // D
-  int heads = 0;       // H
-  int head_dim = 0;    // P
-  int state = 0;       // N
-  int groups = 1;      // G
-  int conv_kernel = 4; // K
+  int64_t dim = 0;      // D
+  int heads = 0;        // H
+  int head_dim = 0;     // P
+  int state = 0;        // N
+  int groups = 1;       // G
+  int conv_kernel = 4;  // K
   int chunk = 256;
   bool conv_bias = true;
   bool proj_bias = false;
-  float eps = 1e-5f;          // gated norm
-  int64_t norm_group = 0;     // gated norm group size (inner for mamba2, inner / G for nemotron_h)
+  float eps = 1e-5f;       // gated norm
+  int64_t norm_group = 0;  // gated norm group size (inner for mamba2, inner / G for nemotron_h)
   float dt_min = 0.0f, dt_max = 0.0f;  // clamp after softplus
   float time_step_min = 0.001f, time_step_max = 0.1f, time_step_floor = 1e-4f;  // dt_bias init
 
@@ -56,6 +57,10 @@ struct Mamba2Weights {
   const float* norm_w = nullptr;      // f32 [inner]
   const float* out_proj_w = nullptr;  // f32 [D, inner]
   const float* out_proj_b = nullptr;  // f32 [D] or null
+  // Optional packed copies for Mamba2Step's products (kernels/linear_packed.h; owned by the
+  // model).
+  const PackedLinear* in_proj_packed = nullptr;
+  const PackedLinear* out_proj_packed = nullptr;
 };
 Mamba2Weights BindMamba2Weights(const Mamba2Dims& dims, const ParamLookup& lookup);
 
@@ -67,12 +72,12 @@ struct Mamba2State {
 
 // What a backward pass needs (filled when Forward gets a non-null pointer).
 struct Mamba2Saved {
-  std::vector<float> conv_in;   // f32 [K-1, conv_dim] conv state before the call
-  std::vector<float> ssm_in;    // f32 [H, P, N] SSM state before the call
-  std::vector<float> proj;      // f32 [T, inner+conv_dim+H] in_proj output
-  std::vector<float> xbc;       // f32 [T, conv_dim] after conv + SiLU
-  std::vector<float> dt;        // f32 [T, H] after softplus and clamp
-  std::vector<float> y;         // f32 [T, inner] SSM output incl. D skip, before the gated norm
+  std::vector<float> conv_in;  // f32 [K-1, conv_dim] conv state before the call
+  std::vector<float> ssm_in;   // f32 [H, P, N] SSM state before the call
+  std::vector<float> proj;     // f32 [T, inner+conv_dim+H] in_proj output
+  std::vector<float> xbc;      // f32 [T, conv_dim] after conv + SiLU
+  std::vector<float> dt;       // f32 [T, H] after softplus and clamp
+  std::vector<float> y;        // f32 [T, inner] SSM output incl. D skip, before the gated norm
 };
 
 // x, out: f32 [T, D]. Advances `state` by T tokens. Thread-safe for distinct states.

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "engine/kernels/linear.h"
+#include "engine/kernels/linear_packed.h"
 #include "engine/kernels/vec.h"
 #include "engine/tensor.h"
 
@@ -67,7 +68,7 @@ void MlpStep(const MlpDims& d, const MlpWeights& w, const float* x, int64_t B, f
   if (d.kind == MlpKind::kSwiGlu) {
     float* gu = ThreadScratch(Scratch::kMlpGateUp, B * 2 * F);  // f32 [B, 2F]: gate | up per row
     if (w.up_w == w.gate_w + F * d.dim && w.gate_b == nullptr && w.up_b == nullptr) {
-      LinearForwardDecode(gu, x, w.gate_w, nullptr, B, d.dim, 2 * F);
+      LinearForwardDecode(gu, x, w.gate_w, w.gate_up_packed, nullptr, B, d.dim, 2 * F);
     } else {
       float* part = ThreadScratch(Scratch::kMlpPart, B * F);  // f32 [B, F]: gate or up
       for (int i = 0; i < 2; ++i) {
@@ -80,13 +81,13 @@ void MlpStep(const MlpDims& d, const MlpWeights& w, const float* x, int64_t B, f
     }
     for (int64_t b = 0; b < B; ++b) VecMulSilu(gu + b * 2 * F + F, gu + b * 2 * F, act + b * F, F);
   } else {
-    LinearForwardDecode(act, x, w.up_w, w.up_b, B, d.dim, F);
+    LinearForwardDecode(act, x, w.up_w, w.gate_up_packed, w.up_b, B, d.dim, F);
     for (int64_t i = 0; i < B * F; ++i) {
       const float r = act[i] > 0.0f ? act[i] : 0.0f;
       act[i] = r * r;
     }
   }
-  LinearForwardDecode(out, act, w.down_w, w.down_b, B, F, d.dim);
+  LinearForwardDecode(out, act, w.down_w, w.down_packed, w.down_b, B, F, d.dim);
 }
 
 }  // namespace tapeloop::engine

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/kernels/linear_packed.h"
 #include "engine/layers/param_spec.h"
 #include "engine/models/config.h"
 
@@ -31,6 +32,11 @@ struct MlpWeights {
   const float* up_b = nullptr;    // f32 [F] or null
   const float* down_w = nullptr;  // f32 [D, F]
   const float* down_b = nullptr;  // f32 [D] or null
+  // Optional packed copies for MlpStep's products (kernels/linear_packed.h; owned by the model):
+  // SwiGLU's gate and up as one f32 [2F, D] (only when up_w follows gate_w, source() == gate_w)
+  // or ReLU^2's up f32 [F, D]; and down_proj.
+  const PackedLinear* gate_up_packed = nullptr;
+  const PackedLinear* down_packed = nullptr;
 };
 MlpWeights BindMlpWeights(const MlpDims& dims, const ParamLookup& lookup);
 

@@ -13,6 +13,7 @@
 #include "engine/check.h"
 #include "engine/checkpoint/safetensors.h"
 #include "engine/kernels/linear.h"
+#include "engine/kernels/linear_packed.h"
 #include "engine/layers/embedding.h"
 #include "engine/layers/rms_norm.h"
 
@@ -69,7 +70,8 @@ Model::Model(ModelConfig config) : config_(std::move(config)) {
   mamba_dims_ = MakeMambaDims(config_);
   attention_dims_ = MakeAttentionDims(config_);
   mlp_dims_ = MakeMlpDims(config_);
-  prefix_ = config_.family == Family::kLlama || config_.family == Family::kMistral ? "model." : "backbone.";
+  prefix_ = config_.family == Family::kLlama || config_.family == Family::kMistral ? "model."
+                                                                                   : "backbone.";
 }
 
 void Model::BuildTable() {
@@ -84,12 +86,14 @@ void Model::BuildTable() {
     }
   };
   const bool llama = config_.family == Family::kLlama || config_.family == Family::kMistral;
-  add(prefix_ + (llama ? "embed_tokens." : "embeddings."), EmbeddingParamSpecs(config_.vocab_size, config_.hidden_size), -1);
+  add(prefix_ + (llama ? "embed_tokens." : "embeddings."),
+      EmbeddingParamSpecs(config_.vocab_size, config_.hidden_size), -1);
   for (int b = 0; b < static_cast<int>(blocks_.size()); ++b) {
     std::string norm, mixer;
     if (llama) {
       const std::string layer = absl::StrCat(prefix_, "layers.", b / 2, ".");
-      norm = layer + (blocks_[b] == BlockKind::kAttention ? "input_layernorm." : "post_attention_layernorm.");
+      norm = layer + (blocks_[b] == BlockKind::kAttention ? "input_layernorm."
+                                                          : "post_attention_layernorm.");
       mixer = layer + (blocks_[b] == BlockKind::kAttention ? "self_attn." : "mlp.");
     } else {
       const std::string layer = absl::StrCat(prefix_, "layers.", b, ".");
@@ -100,14 +104,21 @@ void Model::BuildTable() {
     block_mixer_prefix_.push_back(mixer);
     add(norm, RmsNormParamSpecs(config_.hidden_size), b);
     switch (blocks_[b]) {
-      case BlockKind::kMamba2: add(mixer, Mamba2ParamSpecs(mamba_dims_), b); break;
-      case BlockKind::kAttention: add(mixer, AttentionParamSpecs(attention_dims_), b); break;
-      case BlockKind::kMlp: add(mixer, MlpParamSpecs(mlp_dims_), b); break;
+      case BlockKind::kMamba2:
+        add(mixer, Mamba2ParamSpecs(mamba_dims_), b);
+        break;
+      case BlockKind::kAttention:
+        add(mixer, AttentionParamSpecs(attention_dims_), b);
+        break;
+      case BlockKind::kMlp:
+        add(mixer, MlpParamSpecs(mlp_dims_), b);
+        break;
     }
   }
   add(prefix_ + (llama ? "norm." : "norm_f."), RmsNormParamSpecs(config_.hidden_size), -1);
   if (!config_.tie_word_embeddings) {
-    params_.push_back({"lm_head.weight", {config_.vocab_size, config_.hidden_size}, Init::kNormal, offset, -1});
+    params_.push_back(
+        {"lm_head.weight", {config_.vocab_size, config_.hidden_size}, Init::kNormal, offset, -1});
     offset += config_.vocab_size * config_.hidden_size;
   }
   num_floats_ = offset;
@@ -158,16 +169,83 @@ void Model::BindWeights() {
     const std::string norm_name = block_norm_name_[b];
     const std::string mixer_prefix = block_mixer_prefix_[b];
     block_norm_[b] = at(norm_name);
-    ParamLookup lookup = [&, mixer_prefix](const std::string& suffix) { return at(mixer_prefix + suffix); };
+    ParamLookup lookup = [&, mixer_prefix](const std::string& suffix) {
+      return at(mixer_prefix + suffix);
+    };
     switch (blocks_[b]) {
-      case BlockKind::kMamba2: mamba_w_[b] = BindMamba2Weights(mamba_dims_, lookup); break;
-      case BlockKind::kAttention: attention_w_[b] = BindAttentionWeights(attention_dims_, lookup); break;
-      case BlockKind::kMlp: mlp_w_[b] = BindMlpWeights(mlp_dims_, lookup); break;
+      case BlockKind::kMamba2:
+        mamba_w_[b] = BindMamba2Weights(mamba_dims_, lookup);
+        break;
+      case BlockKind::kAttention:
+        attention_w_[b] = BindAttentionWeights(attention_dims_, lookup);
+        break;
+      case BlockKind::kMlp:
+        mlp_w_[b] = BindMlpWeights(mlp_dims_, lookup);
+        break;
     }
   }
+  BindPacked();
+}
+
+void Model::BindPacked() {
+  packed_.clear();
+  auto pack = [&](const float* w, int64_t in, int64_t out) -> const PackedLinear* {
+    packed_.push_back(std::make_unique<PackedLinear>(w, in, out));
+    return packed_.back().get();
+  };
+  const int64_t D = config_.hidden_size;
+  for (size_t b = 0; b < blocks_.size(); ++b) {
+    switch (blocks_[b]) {
+      case BlockKind::kMamba2: {
+        Mamba2Weights& w = mamba_w_[b];
+        w.in_proj_packed = pack(w.in_proj_w, D, mamba_dims_.proj_dim());
+        w.out_proj_packed = pack(w.out_proj_w, mamba_dims_.inner(), D);
+        break;
+      }
+      case BlockKind::kAttention: {
+        AttentionWeights& w = attention_w_[b];
+        const AttentionDims& d = attention_dims_;
+        const int64_t qd = d.q_dim(), kvd = d.kv_dim();
+        // As AttentionStep's test for one fused product.
+        const bool fused = w.k_w == w.q_w + qd * D && w.v_w == w.k_w + kvd * D &&
+                           (w.q_b == nullptr ? w.k_b == nullptr && w.v_b == nullptr
+                                             : w.k_b == w.q_b + qd && w.v_b == w.k_b + kvd);
+        w.qkv_packed = fused ? pack(w.q_w, D, qd + 2 * kvd) : nullptr;
+        w.o_packed = pack(w.o_w, qd, D);
+        break;
+      }
+      case BlockKind::kMlp: {
+        MlpWeights& w = mlp_w_[b];
+        const int64_t F = mlp_dims_.intermediate;
+        if (mlp_dims_.kind == MlpKind::kSwiGlu) {
+          // As MlpStep's test for one fused gate | up product.
+          const bool fused = w.up_w == w.gate_w + F * D && w.gate_b == nullptr && w.up_b == nullptr;
+          w.gate_up_packed = fused ? pack(w.gate_w, D, 2 * F) : nullptr;
+        } else {
+          w.gate_up_packed = pack(w.up_w, D, F);
+        }
+        w.down_packed = pack(w.down_w, F, D);
+        break;
+      }
+    }
+  }
+  lm_head_packed_ = pack(lm_head_, D, config_.vocab_size);
+}
+
+int64_t Model::packed_bytes() const {
+  int64_t n = 0;
+  for (const auto& p : packed_) n += p->bytes();
+  return n;
+}
+
+int64_t Model::packed_bytes_built() const {
+  int64_t n = 0;
+  for (const auto& p : packed_) n += p->built() ? p->bytes() : 0;
+  return n;
 }
 
 void Model::RecomputeFingerprint() {
+  BindPacked();  // the parameters may have changed
   const std::string json = ModelConfigToJson(config_);
   uint64_t h = Fnv1a64(json.data(), json.size());
   h = Fnv1a64(data_.data(), data_.size() * sizeof(float), h);
@@ -182,8 +260,12 @@ void Model::InitRandom(uint64_t seed) {
     float* v = data_.data() + p.offset;
     const int64_t n = NumElements(p.shape);
     switch (p.init) {
-      case Init::kZeros: std::fill(v, v + n, 0.0f); break;
-      case Init::kOnes: std::fill(v, v + n, 1.0f); break;
+      case Init::kZeros:
+        std::fill(v, v + n, 0.0f);
+        break;
+      case Init::kOnes:
+        std::fill(v, v + n, 1.0f);
+        break;
       case Init::kNormal:
         for (int64_t i = 0; i < n; ++i) v[i] = normal(rng);
         break;
@@ -214,7 +296,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::RandomInit(const ModelConfig& conf
   m->BuildTable();
   if (m->num_floats_ > kMaxParams) {
     return absl::InvalidArgumentError(absl::StrCat("config: model has ", m->num_floats_,
-                                                   " parameters, more than the engine's limit of ", kMaxParams));
+                                                   " parameters, more than the engine's limit of ",
+                                                   kMaxParams));
   }
   m->data_.assign(m->num_floats_, 0.0f);
   m->InitRandom(seed);
@@ -251,13 +334,15 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromTensors(const ModelConfig& con
   std::set<std::string> used;
   for (const ParamEntry& p : m->params_) {
     auto it = tensors.find(p.name);
-    std::memcpy(m->data_.data() + p.offset, it->second.data.data(), sizeof(float) * it->second.data.size());
+    std::memcpy(m->data_.data() + p.offset, it->second.data.data(),
+                sizeof(float) * it->second.data.size());
     used.insert(p.name);
   }
   for (const auto& [name, t] : tensors) {
     if (used.count(name)) continue;
     if (name == "lm_head.weight" && config.tie_word_embeddings) continue;  // tied copy
-    std::cerr << "tapeloop engine: warning: checkpoint tensor '" << name << "' is not used; ignored\n";
+    std::cerr << "tapeloop engine: warning: checkpoint tensor '" << name
+              << "' is not used; ignored\n";
   }
   m->BindWeights();
   m->RecomputeFingerprint();
@@ -268,19 +353,21 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir) {
   ASSIGN_OR_RETURN(std::string config_text, ReadFileToString(dir + "/config.json"));
   auto config = ParseModelConfig(config_text);
   if (!config.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(config.status().message(), " (in '", dir, "/config.json')"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(config.status().message(), " (in '", dir, "/config.json')"));
   }
   struct stat st;
   if (stat((dir + "/model.safetensors").c_str(), &st) != 0 &&
       stat((dir + "/model.safetensors.index.json").c_str(), &st) == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("checkpoint: sharded checkpoints are not supported ('", dir,
-                                                   "/model.safetensors.index.json')"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint: sharded checkpoints are not supported ('", dir,
+                     "/model.safetensors.index.json')"));
   }
   ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensorsFile(dir + "/model.safetensors"));
   auto model = FromTensors(*config, std::move(file.tensors));
   if (!model.ok()) {
-    return absl::Status(model.status().code(),
-                        absl::StrCat(model.status().message(), " (in '", dir, "/model.safetensors')"));
+    return absl::Status(model.status().code(), absl::StrCat(model.status().message(), " (in '", dir,
+                                                            "/model.safetensors')"));
   }
   return model;
 }
@@ -299,7 +386,8 @@ absl::Status Model::CheckInputs(std::span<const int32_t> tokens, const SessionSt
   }
   if (int64_t i = FirstIdOutsideVocabulary(tokens, config_.vocab_size); i >= 0) {
     return absl::InvalidArgumentError(absl::StrCat("engine: token id ", tokens[i], " at index ", i,
-                                                   " is outside the vocabulary [0, ", config_.vocab_size, ")"));
+                                                   " is outside the vocabulary [0, ",
+                                                   config_.vocab_size, ")"));
   }
   return absl::OkStatus();
 }
@@ -359,10 +447,12 @@ absl::Status Model::Forward(std::span<const int32_t> tokens, SessionState* state
   return absl::OkStatus();
 }
 
-absl::Status Model::StepBatch(std::span<const int32_t> tokens, std::span<SessionState* const> states,
+absl::Status Model::StepBatch(std::span<const int32_t> tokens,
+                              std::span<SessionState* const> states,
                               std::vector<float>* logits) const {
   if (tokens.size() != states.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("engine: ", tokens.size(), " tokens for ", states.size(), " sessions"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("engine: ", tokens.size(), " tokens for ", states.size(), " sessions"));
   }
   const int64_t B = static_cast<int64_t>(tokens.size()), D = config_.hidden_size;
   if (B == 0) {
@@ -372,7 +462,8 @@ absl::Status Model::StepBatch(std::span<const int32_t> tokens, std::span<Session
   for (int64_t b = 0; b < B; ++b) {
     RETURN_IF_ERROR(CheckInputs(tokens.subspan(b, 1), *states[b]));
     for (int64_t c = 0; c < b; ++c) {
-      if (states[c] == states[b]) return absl::InvalidArgumentError("engine: the same session appears twice in a batch");
+      if (states[c] == states[b])
+        return absl::InvalidArgumentError("engine: the same session appears twice in a batch");
     }
   }
   float* h = ThreadScratch(Scratch::kStepHidden, B * D);       // f32 [B, D]
@@ -401,7 +492,8 @@ absl::Status Model::StepBatch(std::span<const int32_t> tokens, std::span<Session
   RmsNormForward(normed, h, final_norm_, B, D, config_.norm_eps);
   for (int64_t b = 0; b < B; ++b) states[b]->set_position(states[b]->position() + 1);
   logits->resize(B * config_.vocab_size);
-  LinearForwardDecode(logits->data(), normed, lm_head_, nullptr, B, D, config_.vocab_size);
+  LinearForwardDecode(logits->data(), normed, lm_head_, lm_head_packed_, nullptr, B, D,
+                      config_.vocab_size);
   return absl::OkStatus();
 }
 

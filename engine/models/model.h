@@ -5,7 +5,11 @@
 // a plain loop over blocks, each   h += mixer(rms_norm(h))   with the mixer chosen per block
 // (Mamba-2, attention, MLP), then a final RMSNorm and the LM head (tied to the embedding or not).
 //
-// Thread safety: a Model is immutable after construction (except mutable_params(), which a
+// Batched decode (StepBatch with many sessions) reads each weight matrix of the blocks and the
+// LM head from a second, packed copy (kernels/linear_packed.h), built on first use of each
+// matrix: up to packed_bytes() beside the parameters (about the size of the matrices).
+//
+// Thread safety: a Model is immutable after construction (except mutable_param_data(), which a
 // trainer may write while no forward pass runs); Forward / StepBatch may run concurrently on
 // distinct SessionStates. Not copyable.
 #ifndef TAPELOOP_ENGINE_MODELS_MODEL_H_
@@ -20,6 +24,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/kernels/linear_packed.h"
 #include "engine/layers/attention.h"
 #include "engine/layers/mamba2.h"
 #include "engine/layers/mlp.h"
@@ -32,7 +37,7 @@ namespace tapeloop::engine {
 
 // One parameter of the flat buffer.
 struct ParamEntry {
-  std::string name;    // HF checkpoint name, e.g. "backbone.layers.0.mixer.in_proj.weight"
+  std::string name;  // HF checkpoint name, e.g. "backbone.layers.0.mixer.in_proj.weight"
   Shape shape;
   Init init;
   int64_t offset = 0;  // in floats
@@ -68,7 +73,8 @@ class Model {
   // embedding weights, ones for norms and D, log(1..H) for A_log, inverse-softplus dt for
   // dt_bias, torch's Conv1d default for conv weights, zero biases), deterministic in `seed`.
   // InvalidArgument if the config is invalid.
-  static absl::StatusOr<std::unique_ptr<Model>> RandomInit(const ModelConfig& config, uint64_t seed);
+  static absl::StatusOr<std::unique_ptr<Model>> RandomInit(const ModelConfig& config,
+                                                           uint64_t seed);
 
   // Largest parameter count RandomInit accepts (16 GiB of f32).
   static constexpr int64_t kMaxParams = int64_t{1} << 32;
@@ -84,12 +90,18 @@ class Model {
   const std::vector<BlockKind>& blocks() const { return blocks_; }
   const std::vector<ParamEntry>& params() const { return params_; }
   const float* param_data() const { return data_.data(); }
-  float* mutable_param_data() { return data_.data(); }
+  // Writable parameters; also drops the packed copies (rebuilt from the parameters on the next
+  // batched step). Writing through a pointer kept from an earlier call needs
+  // RecomputeFingerprint() afterwards, which drops them too.
+  float* mutable_param_data() {
+    BindPacked();
+    return data_.data();
+  }
   int64_t num_params() const { return static_cast<int64_t>(data_.size()); }
   const ParamEntry* FindParam(const std::string& name) const;
 
   // Hash of the config JSON and all parameter bytes (computed at construction; call
-  // RecomputeFingerprint() after changing parameters).
+  // RecomputeFingerprint() after changing parameters: it also drops the packed copies).
   uint64_t fingerprint() const { return layout_.fingerprint; }
   void RecomputeFingerprint();
 
@@ -109,6 +121,12 @@ class Model {
   absl::Status StepBatch(std::span<const int32_t> tokens, std::span<SessionState* const> states,
                          std::vector<float>* logits) const;
 
+  // Bytes of the packed copies of the decode step's weight matrices once all are built (each is
+  // built on the first batched step that uses it; see kernels/linear_packed.h), and the bytes
+  // built so far.
+  int64_t packed_bytes() const;
+  int64_t packed_bytes_built() const;
+
   // Per-kind dimensions (the same for every block of that kind).
   const Mamba2Dims& mamba_dims() const { return mamba_dims_; }
   const AttentionDims& attention_dims() const { return attention_dims_; }
@@ -118,6 +136,8 @@ class Model {
   explicit Model(ModelConfig config);
   void BuildTable();
   void BindWeights();
+  // (Re)creates the packed copies (unbuilt) and points the weight views at them.
+  void BindPacked();
   void InitRandom(uint64_t seed);
   absl::Status CheckInputs(std::span<const int32_t> tokens, const SessionState& state) const;
   void Logits(const float* h, int64_t rows, float* logits) const;
@@ -132,17 +152,19 @@ class Model {
   std::vector<ParamEntry> params_;
   std::vector<std::string> block_norm_name_;     // per block: its RMSNorm weight's name
   std::vector<std::string> block_mixer_prefix_;  // per block: its mixer's name prefix
-  std::vector<float> data_;  // the flat parameter buffer
-  int64_t num_floats_ = 0;   // its size per the table
+  std::vector<float> data_;                      // the flat parameter buffer
+  int64_t num_floats_ = 0;                       // its size per the table
 
   // Bound views (pointers into data_).
-  const float* embed_ = nullptr;     // f32 [V, D]
-  const float* final_norm_ = nullptr;  // f32 [D]
-  const float* lm_head_ = nullptr;   // f32 [V, D] (== embed_ when tied)
+  const float* embed_ = nullptr;          // f32 [V, D]
+  const float* final_norm_ = nullptr;     // f32 [D]
+  const float* lm_head_ = nullptr;        // f32 [V, D] (== embed_ when tied)
   std::vector<const float*> block_norm_;  // f32 [D] per block
   std::vector<Mamba2Weights> mamba_w_;
   std::vector<AttentionWeights> attention_w_;
   std::vector<MlpWeights> mlp_w_;
+  std::vector<std::unique_ptr<PackedLinear>> packed_;  // the weight views point at these
+  const PackedLinear* lm_head_packed_ = nullptr;
 
   StateLayout layout_;
 };

@@ -13,8 +13,8 @@
 namespace tapeloop::engine {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::AllFamilies;
+using ::testing::HasSubstr;
 using testing::TinyConfig;
 
 std::string TempDir(const std::string& name) {
@@ -38,12 +38,15 @@ TEST_P(ModelFamilyTest, SaveLoadRoundTripsBitExactly) {
   auto loaded = Model::Load(dir);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   ASSERT_EQ((*loaded)->num_params(), (*model)->num_params());
-  EXPECT_EQ(std::memcmp((*loaded)->param_data(), (*model)->param_data(), sizeof(float) * (*model)->num_params()), 0);
+  EXPECT_EQ(std::memcmp((*loaded)->param_data(), (*model)->param_data(),
+                        sizeof(float) * (*model)->num_params()),
+            0);
   EXPECT_EQ((*loaded)->fingerprint(), (*model)->fingerprint());
   // Saving the loaded model again gives identical files.
   const std::string dir2 = dir + "_again";
   ASSERT_TRUE((*loaded)->Save(dir2).ok());
-  EXPECT_EQ(*ReadFileToString(dir + "/model.safetensors"), *ReadFileToString(dir2 + "/model.safetensors"));
+  EXPECT_EQ(*ReadFileToString(dir + "/model.safetensors"),
+            *ReadFileToString(dir2 + "/model.safetensors"));
   EXPECT_EQ(*ReadFileToString(dir + "/config.json"), *ReadFileToString(dir2 + "/config.json"));
   // Same logits.
   SessionState a = (*model)->NewState(), b = (*loaded)->NewState();
@@ -80,6 +83,55 @@ TEST_P(ModelFamilyTest, TokenIdsOutsideVocabularyAreRejected) {
   EXPECT_EQ(s.position(), 0);
 }
 
+// One StepBatch of B sessions at different positions against each session's own Forward of the
+// same token: the batched products read the packed copies of the weights
+// (kernels/linear_packed.h), built on this first batched step.
+void ExpectStepBatchEqualsForward(const Model& m, int B, uint32_t seed) {
+  const int V = static_cast<int>(m.config().vocab_size);
+  std::vector<SessionState> batched, single;
+  for (int b = 0; b < B; ++b) {
+    batched.push_back(m.NewState());
+    std::vector<float> logits;
+    ASSERT_TRUE(
+        m.Forward(testing::RandomTokens(1 + b % 9, V, seed + b), &batched.back(), false, &logits)
+            .ok());
+    single.push_back(batched.back());
+  }
+  std::vector<SessionState*> ptrs;
+  for (auto& s : batched) ptrs.push_back(&s);
+  const std::vector<int32_t> toks = testing::RandomTokens(B, V, seed + 1000);
+  std::vector<float> lb;
+  ASSERT_TRUE(m.StepBatch(toks, ptrs, &lb).ok());
+  for (int b = 0; b < B; ++b) {
+    std::vector<float> l1;
+    ASSERT_TRUE(m.Forward(std::span<const int32_t>(&toks[b], 1), &single[b], false, &l1).ok());
+    EXPECT_LE(testing::MaxRelErr(std::span<const float>(lb).subspan(b * V, V), l1), 1e-5) << b;
+  }
+}
+
+TEST_P(ModelFamilyTest, StepBatchOfManySessionsEqualsForward) {
+  auto model = Model::RandomInit(TinyConfig(GetParam()), 3);
+  ASSERT_TRUE(model.ok());
+  EXPECT_GT((*model)->packed_bytes(), 0);
+  EXPECT_EQ((*model)->packed_bytes_built(), 0);  // built on first use
+  for (int B : {2, 13, 40}) ExpectStepBatchEqualsForward(**model, B, 50 + B);
+  EXPECT_EQ((*model)->packed_bytes_built(), (*model)->packed_bytes());
+}
+
+TEST_P(ModelFamilyTest, ChangedParametersDropThePackedCopies) {
+  auto model = Model::RandomInit(TinyConfig(GetParam()), 4);
+  ASSERT_TRUE(model.ok());
+  ExpectStepBatchEqualsForward(**model, 20, 7);
+  ASSERT_GT((*model)->packed_bytes_built(), 0);
+  // Scale every parameter through mutable_param_data: the packed copies are rebuilt from the new
+  // values, so batched and single decode still agree.
+  float* p = (*model)->mutable_param_data();
+  EXPECT_EQ((*model)->packed_bytes_built(), 0);
+  for (int64_t i = 0; i < (*model)->num_params(); ++i) p[i] *= 1.25f;
+  (*model)->RecomputeFingerprint();
+  ExpectStepBatchEqualsForward(**model, 20, 8);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllFamilies, ModelFamilyTest, ::testing::ValuesIn(AllFamilies()),
                          [](const auto& info) { return FamilyName(info.param); });
 
@@ -97,7 +149,8 @@ TEST(ModelLoad, ErrorsNameTheTensor) {
     tensors.erase("model.layers.1.mlp.up_proj.weight");
     auto m = Model::FromTensors((*model)->config(), tensors);
     ASSERT_FALSE(m.ok());
-    EXPECT_THAT(std::string(m.status().message()), HasSubstr("missing tensor 'model.layers.1.mlp.up_proj.weight'"));
+    EXPECT_THAT(std::string(m.status().message()),
+                HasSubstr("missing tensor 'model.layers.1.mlp.up_proj.weight'"));
   }
   // Wrong shape.
   {
@@ -105,12 +158,14 @@ TEST(ModelLoad, ErrorsNameTheTensor) {
     tensors["model.norm.weight"].shape = {16, 2};
     auto m = Model::FromTensors((*model)->config(), tensors);
     ASSERT_FALSE(m.ok());
-    EXPECT_THAT(std::string(m.status().message()), HasSubstr("tensor 'model.norm.weight' has shape [16, 2], expected [32]"));
+    EXPECT_THAT(std::string(m.status().message()),
+                HasSubstr("tensor 'model.norm.weight' has shape [16, 2], expected [32]"));
   }
   // Truncated file on disk.
   {
     std::string bytes = *ReadFileToString(dir + "/model.safetensors");
-    ASSERT_TRUE(WriteStringToFile(dir + "/model.safetensors", bytes.substr(0, bytes.size() / 2)).ok());
+    ASSERT_TRUE(
+        WriteStringToFile(dir + "/model.safetensors", bytes.substr(0, bytes.size() / 2)).ok());
     auto m = Model::Load(dir);
     ASSERT_FALSE(m.ok());
     EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
@@ -143,7 +198,8 @@ TEST(ModelLoad, Bf16CheckpointLoads) {
     }
     if (header.size() > 1) header += ",";
     header += "\"" + p.name + "\":{\"dtype\":\"BF16\",\"shape\":" + nlohmann_json_shape(p.shape) +
-              ",\"data_offsets\":[" + std::to_string(begin) + "," + std::to_string(data.size()) + "]}";
+              ",\"data_offsets\":[" + std::to_string(begin) + "," + std::to_string(data.size()) +
+              "]}";
   }
   header += "}";
   std::string bytes(8, '\0');
