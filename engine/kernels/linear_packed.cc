@@ -172,6 +172,7 @@ const float* PackedLinear::panels() const {
       }
     }
     data_.reset(d);
+    built_.store(true, std::memory_order_release);
   });
   return data_.get();
 }

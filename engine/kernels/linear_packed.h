@@ -22,6 +22,7 @@
 #ifndef TAPELOOP_ENGINE_KERNELS_LINEAR_PACKED_H_
 #define TAPELOOP_ENGINE_KERNELS_LINEAR_PACKED_H_
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -50,8 +51,8 @@ class PackedLinear {
   int64_t num_panels() const { return (out_ + kPackedPanel - 1) / kPackedPanel; }
   // Bytes of the packed copy (whether built yet or not).
   int64_t bytes() const { return 4 * in_ * num_panels() * kPackedPanel; }
-  // Whether the packed copy has been built.
-  bool built() const { return data_ != nullptr; }
+  // Whether the packed copy has been built (safe to ask while other threads pack or read it).
+  bool built() const { return built_.load(std::memory_order_acquire); }
 
  private:
   struct Free {
@@ -61,6 +62,7 @@ class PackedLinear {
   int64_t in_, out_;
   mutable std::once_flag once_;
   mutable std::unique_ptr<float[], Free> data_;  // 64-byte aligned
+  mutable std::atomic<bool> built_{false};
 };
 
 // y: f32 [rows, w.out()] (must not alias x); x: f32 [rows, w.in()]; b: f32 [w.out()] or
