@@ -196,6 +196,12 @@ void LinearForwardPacked(float* y, const float* x, const PackedLinear& w, const 
   PackedSlice(y, x, packed, b, rows, in, out, 0, panels);
 }
 
+void LinearForwardPackedNarrowForTest(float* y, const float* x, const PackedLinear& w,
+                                      const float* b, int64_t rows) {
+  if (rows <= 0) return;
+  SliceNarrow(y, x, w.panels(), b, rows, w.in(), w.out(), 0, w.num_panels());
+}
+
 void LinearForwardDecode(float* y, const float* x, const float* w, const PackedLinear* packed,
                          const float* b, int64_t rows, int64_t in, int64_t out) {
   if (packed != nullptr && rows >= kMinPackedRows) {

@@ -71,6 +71,11 @@ class PackedLinear {
 void LinearForwardPacked(float* y, const float* x, const PackedLinear& w, const float* b,
                          int64_t rows);
 
+// LinearForwardPacked on one thread through the blocks for CPUs without AVX-512 (2 rows; AVX2 or
+// the SSE2 baseline), whatever this CPU has: for tests of that path.
+void LinearForwardPackedNarrowForTest(float* y, const float* x, const PackedLinear& w,
+                                      const float* b, int64_t rows);
+
 // The decode product with an optional packed copy (the decode step's entry point): LinearForward-
 // Packed when `packed` is given and rows >= kMinPackedRows, else LinearForwardDecode (linear.h:
 // sgemv for one row). packed, when given, must be a packing of w [out, in].

@@ -58,6 +58,25 @@ TEST(LinearForwardPacked, EqualsTheBlasReference) {
   EXPECT_GT(cases, 500);
 }
 
+TEST(LinearForwardPacked, NarrowBlocksForCpusWithoutAvx512EqualTheBlasReference) {
+  std::mt19937 rng(6);
+  std::normal_distribution<float> nd;
+  for (int64_t rows : {1, 2, 3, 7, 40}) {
+    for (int64_t in : {1, 17, 300}) {
+      for (int64_t out : {5, 32, 70}) {
+        std::vector<float> x(rows * in), w(out * in), b(out);
+        for (auto& v : x) v = nd(rng);
+        for (auto& v : w) v = nd(rng);
+        for (auto& v : b) v = nd(rng);
+        PackedLinear packed(w.data(), in, out);
+        std::vector<float> got(rows * out, NAN);
+        LinearForwardPackedNarrowForTest(got.data(), x.data(), packed, b.data(), rows);
+        ExpectNearRef(got, x, w, b.data(), rows, in, out);
+      }
+    }
+  }
+}
+
 TEST(LinearForwardPacked, DecodeOverloadUsesEitherPath) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd;
