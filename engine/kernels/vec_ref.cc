@@ -87,6 +87,29 @@ TL_MULTIVERSION void VecScaleMul(const float* w, float scale, float* y, int64_t 
   for (int64_t i = 0; i < n; ++i) y[i] = w[i] * (y[i] * scale);
 }
 
+namespace {
+
+// SsmHeadUpdate for state sizes that are not a multiple of 16: plain loops. GCC compiles them
+// into several copies (16-wide, 8-wide, scalar) chosen at run time by N and by checks on the
+// buffers' addresses, and with contraction the copies fused different multiply-adds, so a result
+// could depend on where the buffers sat in memory. Without contraction every copy rounds each
+// product and each sum, in the same order: one answer wherever the buffers are.
+__attribute__((noinline, optimize("fp-contract=off"))) void SsmHeadUpdateAnyN(
+    float* s, int64_t P, int64_t N, float decay, const float* dx, const float* B, const float* C,
+    float* y) {
+  for (int64_t p = 0; p < P; ++p) {
+    float* sp = s + p * N;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < N; ++i) {
+      sp[i] = sp[i] * decay + dx[p] * B[i];
+      sum += sp[i] * C[i];
+    }
+    y[p] = sum;
+  }
+}
+
+}  // namespace
+
 TL_MULTIVERSION void SsmHeadUpdate(float* s, int64_t P, int64_t N, float decay, const float* dx,
                                    const float* B, const float* C, float* y) {
   if (N % 16 == 0) {  // whole 16-wide vectors (one zmm with AVX-512)
@@ -121,15 +144,7 @@ TL_MULTIVERSION void SsmHeadUpdate(float* s, int64_t P, int64_t N, float decay, 
     }
     return;
   }
-  for (int64_t p = 0; p < P; ++p) {
-    float* sp = s + p * N;
-    float sum = 0.0f;
-    for (int64_t i = 0; i < N; ++i) {
-      sp[i] = sp[i] * decay + dx[p] * B[i];
-      sum += sp[i] * C[i];
-    }
-    y[p] = sum;
-  }
+  SsmHeadUpdateAnyN(s, P, N, decay, dx, B, C, y);
 }
 
 }  // namespace tapeloop::engine

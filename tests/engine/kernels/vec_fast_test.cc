@@ -2,6 +2,7 @@
 // libm exp, SiLU as v / (1 + exp(-v)), sequential double sums, one SsmRowUpdate per row.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -125,6 +126,66 @@ TEST(VecFast, SsmHeadUpdateIsRowByRowBitForBit) {
       ASSERT_EQ(s, s_rows) << "n " << n << " P " << P;
     }
   }
+}
+
+// The result may not depend on where the buffers sit: GCC guards a vectorized loop with run-time
+// checks on the buffers' addresses (overlap, alignment) and falls back to a scalar copy, and
+// the two copies must round alike. Same inputs at many placements, one answer.
+TEST(VecFast, SsmHeadUpdateDoesNotDependOnBufferAddresses) {
+  std::mt19937 rng(31);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  int placements = 0;
+  for (int n : {8, 12, 16, 24, 40, 64}) {
+    for (int P : {1, 3, 16}) {
+      std::vector<float> s0(P * n), B0(n), C0(n), dx0(P);
+      for (auto& v : s0) v = nd(rng);
+      for (auto& v : B0) v = nd(rng);
+      for (auto& v : C0) v = nd(rng);
+      for (auto& v : dx0) v = nd(rng);
+      std::vector<float> want_s, want_y;
+      // One arena: the state, B, C and dx at varying offsets and distances from each other
+      // (adjacent to far apart, in both orders), so every address check GCC may emit goes both
+      // ways.
+      std::vector<float> arena(4 * P * n + 8192);
+      for (int s_off : {0, 1, 3, 16}) {
+        for (int gap : {0, 1, 5, 16, 300}) {
+          for (bool inputs_first : {false, true}) {
+            float* base = arena.data() + s_off;
+            float *s, *B, *C, *dx;
+            if (inputs_first) {
+              dx = base;
+              B = dx + P + gap;
+              C = B + n + gap;
+              s = C + n + gap;
+            } else {
+              s = base;
+              B = s + P * n + gap;
+              C = B + n + gap;
+              dx = C + n + gap;
+            }
+            std::copy(s0.begin(), s0.end(), s);
+            std::copy(B0.begin(), B0.end(), B);
+            std::copy(C0.begin(), C0.end(), C);
+            std::copy(dx0.begin(), dx0.end(), dx);
+            std::vector<float> y(P);
+            SsmHeadUpdate(s, P, n, 0.87f, dx, B, C, y.data());
+            std::vector<float> got_s(s, s + P * n);
+            ++placements;
+            if (want_s.empty()) {
+              want_s = got_s;
+              want_y = y;
+              continue;
+            }
+            ASSERT_EQ(got_s, want_s) << "n " << n << " P " << P << " s_off " << s_off << " gap "
+                                     << gap << " inputs_first " << inputs_first;
+            ASSERT_EQ(y, want_y) << "n " << n << " P " << P << " s_off " << s_off << " gap " << gap
+                                 << " inputs_first " << inputs_first;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(placements, 6 * 3 * 4 * 5 * 2);
 }
 
 }  // namespace
