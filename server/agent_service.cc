@@ -10,7 +10,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agents/agent_loop.h"
@@ -520,16 +519,10 @@ grpc::ServerUnaryReactor* AgentService::ListEpisodes(grpc::CallbackServerContext
                                                      const v1::ListEpisodesRequest* request,
                                                      v1::ListEpisodesResponse* response) {
   return AnswerUnary(*ctx_, context, *request, [&](const std::string& principal) -> absl::Status {
-    const int page_size = request->page_size() == 0 ? 100 : request->page_size();
-    if (page_size < 1 || page_size > 1000) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("page_size: must be in 0..1000 (0: 100), got ", request->page_size()));
-    }
-    int64_t offset = 0;
-    if (!request->page_token().empty() &&
-        (!absl::SimpleAtoi(request->page_token(), &offset) || offset < 0)) {
-      return absl::InvalidArgumentError("page_token: not a token this server issued");
-    }
+    auto page = ParsePage(request->page_size(), request->page_token());
+    if (!page.ok()) return page.status();
+    const int page_size = page->size;
+    const int64_t offset = page->offset;
     std::lock_guard<std::mutex> lock(read_mu_);
     auto db = OpenDb(&read_db_);
     if (!db.ok()) return db.status();

@@ -4,7 +4,6 @@
 #include <filesystem>
 #include <utility>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/json.h"
@@ -232,6 +231,14 @@ void EvaluationService::ReapLocked() {
   finished_.clear();
 }
 
+absl::Status EvaluationService::OpenReadDbLocked() {
+  if (read_db_ != nullptr) return absl::OkStatus();
+  auto opened = store::Database::Open(ctx_->db_path);
+  if (!opened.ok()) return opened.status();
+  read_db_ = std::move(*opened);
+  return absl::OkStatus();
+}
+
 absl::Status EvaluationService::Describe(const std::string& principal, const std::string& run_id,
                                          bool details, v1::EvaluationRun* out) {
   nlohmann::json config;
@@ -239,11 +246,7 @@ absl::Status EvaluationService::Describe(const std::string& principal, const std
   std::vector<eval::Aggregate> cells;
   {
     std::lock_guard<std::mutex> lock(read_mu_);
-    if (read_db_ == nullptr) {
-      auto opened = store::Database::Open(ctx_->db_path);
-      if (!opened.ok()) return opened.status();
-      read_db_ = std::move(*opened);
-    }
+    if (auto s = OpenReadDbLocked(); !s.ok()) return s;
     auto st = read_db_->Prepare(
         "SELECT config, created_unix_ms, COALESCE(finished_unix_ms, 0),"
         " (SELECT COUNT(*) FROM eval_episodes e WHERE e.run_id = r.id)"
@@ -393,24 +396,14 @@ grpc::ServerUnaryReactor* EvaluationService::ListEvaluations(
     grpc::CallbackServerContext* context, const v1::ListEvaluationsRequest* request,
     v1::ListEvaluationsResponse* response) {
   return AnswerUnary(*ctx_, context, *request, [&](const std::string& principal) -> absl::Status {
-    const int page_size = request->page_size() == 0 ? 100 : request->page_size();
-    if (page_size < 1 || page_size > 1000) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("page_size: must be in 0..1000 (0: 100), got ", request->page_size()));
-    }
-    int64_t offset = 0;
-    if (!request->page_token().empty() &&
-        (!absl::SimpleAtoi(request->page_token(), &offset) || offset < 0)) {
-      return absl::InvalidArgumentError("page_token: not a token this server issued");
-    }
+    auto page = ParsePage(request->page_size(), request->page_token());
+    if (!page.ok()) return page.status();
+    const int page_size = page->size;
+    const int64_t offset = page->offset;
     std::vector<std::string> ids;
     {
       std::lock_guard<std::mutex> lock(read_mu_);
-      if (read_db_ == nullptr) {
-        auto opened = store::Database::Open(ctx_->db_path);
-        if (!opened.ok()) return opened.status();
-        read_db_ = std::move(*opened);
-      }
+      if (auto s = OpenReadDbLocked(); !s.ok()) return s;
       auto st = read_db_->Prepare(
           "SELECT id FROM eval_runs WHERE json_extract(config, '$.owner') = ?"
           " ORDER BY created_unix_ms DESC, rowid DESC LIMIT ? OFFSET ?");

@@ -87,7 +87,8 @@ class EvaluationService final : public tapeloop::v1::Evaluation::CallbackService
                         tapeloop::v1::EvaluationRun* out);
   std::shared_ptr<Job> FindJob(const std::string& run_id);
   void Work(std::shared_ptr<Job> job);
-  void ReapLocked();  // joins finished workers; REQUIRES mu_ held
+  void ReapLocked();                // joins finished workers; REQUIRES mu_ held
+  absl::Status OpenReadDbLocked();  // opens read_db_ on first use; REQUIRES read_mu_ held
 
   const ServiceContext* ctx_;
   const EvaluationServiceOptions options_;

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "proto/request_decoding.h"
 #include "server/grpc_status.h"
 
@@ -40,6 +42,19 @@ absl::StatusOr<std::string> Principal(const ServiceContext& ctx,
     return absl::InvalidArgumentError(error);
   }
   return principal;
+}
+
+absl::StatusOr<Page> ParsePage(int32_t page_size, const std::string& page_token) {
+  Page page;
+  if (page_size != 0) page.size = page_size;
+  if (page.size < 1 || page.size > 1000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: must be in 0..1000 (0: 100), got ", page_size));
+  }
+  if (!page_token.empty() && (!absl::SimpleAtoi(page_token, &page.offset) || page.offset < 0)) {
+    return absl::InvalidArgumentError("page_token: not a token this server issued");
+  }
+  return page;
 }
 
 grpc::Status ShuttingDown() {

@@ -65,6 +65,15 @@ absl::StatusOr<std::string> Principal(const ServiceContext& ctx,
                                       const grpc::ServerContextBase& context,
                                       const google::protobuf::Message& request);
 
+// A List call's page: `page_size` (0: 100, else 1..1000) rows from `offset`, the position
+// encoded in the previous response's next_page_token (empty: 0). INVALID_ARGUMENT naming
+// page_size or page_token otherwise.
+struct Page {
+  int size = 100;
+  int64_t offset = 0;
+};
+absl::StatusOr<Page> ParsePage(int32_t page_size, const std::string& page_token);
+
 // UNAVAILABLE "server is shutting down": the answer to a call that arrives while the server
 // drains (CallTracker refused it).
 grpc::Status ShuttingDown();
