@@ -23,6 +23,7 @@ using testing::ServiceFixture;
 
 constexpr char kAlice[] = "alice-key-0123456789";
 constexpr char kBob[] = "bob-key-0123456789ab";
+constexpr int kPolls = 6000;  // of 100 ms: generous for sanitizer builds (ctest's limit is 900 s)
 
 v1::EvaluationRun Start(v1::Evaluation::Stub* stub, const v1::StartEvaluationRequest& r,
                         const std::string& key, grpc::Status* status) {
@@ -42,11 +43,11 @@ v1::EvaluationRun Get(v1::Evaluation::Stub* stub, const std::string& key, const 
   return out;
 }
 
-// Polls until the run leaves RUNNING (or 120 s pass).
+// Polls until the run leaves RUNNING (or 600 s pass: a sanitizer build on a slow machine).
 v1::EvaluationRun WaitDone(v1::Evaluation::Stub* stub, const std::string& key,
                            const std::string& id) {
   v1::EvaluationRun run;
-  for (int i = 0; i < 1200; ++i) {
+  for (int i = 0; i < kPolls; ++i) {
     grpc::Status status;
     run = Get(stub, key, id, &status);
     EXPECT_TRUE(status.ok()) << status.error_message();
@@ -207,7 +208,7 @@ TEST_F(EvaluationServiceTest, CancelKeepsFinishedBatchesAndStartingAgainResumes)
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
 
   // Wait for the first batch to be stored, then cancel.
-  for (int i = 0; i < 1200; ++i) {
+  for (int i = 0; i < kPolls; ++i) {
     if (Get(stub_.get(), kAlice, started.evaluation_id(), &status).episodes_done() > 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -252,7 +253,7 @@ TEST(EvaluationServiceRestartTest, ShutdownInterruptsAndANewServerResumes) {
     auto stub = v1::Evaluation::NewStub(f.channel());
     id = Start(stub.get(), r, "", &status).evaluation_id();
     ASSERT_TRUE(status.ok()) << status.error_message();
-    for (int i = 0; i < 1200 && stored == 0; ++i) {
+    for (int i = 0; i < kPolls && stored == 0; ++i) {
       stored = Get(stub.get(), "", id, &status).episodes_done();
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
