@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-
 #include <iostream>
 #include <thread>
 
@@ -23,6 +22,7 @@ int RunServe(int argc, char** argv) {
                  "                      [--api-keys-file F | --api-key KEY=PRINCIPAL,...]\n"
                  "                      [--tls-cert PEM --tls-key PEM] [--models-dir DIR]\n"
                  "                      [--max-sessions N] [--idle-timeout SECONDS]\n"
+                 "                      [--max-evaluations N]\n"
                  "  --listen         HOST:PORT to serve gRPC on (port 0 picks a free port);\n"
                  "                   without API keys only loopback addresses are allowed\n"
                  "  --db             SQLite database file (created if absent)\n"
@@ -32,7 +32,8 @@ int RunServe(int argc, char** argv) {
                  "  --models-dir     directory of models to serve, one subdirectory each\n"
                  "                   (default: models)\n"
                  "  --max-sessions   open engine sessions per principal (default 1024)\n"
-                 "  --idle-timeout   default idle timeout of sessions, in seconds (600)\n";
+                 "  --idle-timeout   default idle timeout of sessions, in seconds (600)\n"
+                 "  --max-evaluations  evaluation runs playing at once (default 1, at most 64)\n";
     return 0;
   }
   server::ServerOptions options;
@@ -54,6 +55,12 @@ int RunServe(int argc, char** argv) {
                 2);
   }
   options.limits.default_idle_timeout = std::chrono::seconds(*idle);
+  auto max_evaluations = args.Int("max-evaluations", options.max_running_evaluations);
+  if (!max_evaluations.ok()) return Fail("serve", max_evaluations.status(), 2);
+  if (*max_evaluations < 1 || *max_evaluations > 64) {
+    return Fail("serve", absl::InvalidArgumentError("--max-evaluations must be in 1..64"), 2);
+  }
+  options.max_running_evaluations = static_cast<int>(*max_evaluations);
   if (auto file = args.Get("api-keys-file")) {
     auto keys = server::ApiKeys::FromFile(*file);
     if (!keys.ok()) return Fail("serve", keys.status(), 2);
@@ -83,16 +90,16 @@ int RunServe(int argc, char** argv) {
 
   auto server = server::Server::Start(options);
   if (!server.ok()) return Fail("serve", server.status(), 2);
-  std::cout << "tapeloop serve: listening on " << options.listen.substr(0, options.listen.rfind(':'))
-            << ":" << (*server)->port() << " (db " << options.db_path << ", models "
-            << options.models_dir << ")" << std::endl;
+  std::cout << "tapeloop serve: listening on "
+            << options.listen.substr(0, options.listen.rfind(':')) << ":" << (*server)->port()
+            << " (db " << options.db_path << ", models " << options.models_dir << ")" << std::endl;
 
   std::thread waiter([&] {
     unsigned char sig = 0;
     while (read(signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
     }
-    std::cout << "tapeloop serve: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
-              << ", shutting down" << std::endl;
+    std::cout << "tapeloop serve: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", shutting down"
+              << std::endl;
     (*server)->Shutdown();
   });
   (*server)->Wait();

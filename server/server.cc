@@ -12,9 +12,9 @@
 #include "common/status_macros.h"
 #include "server/agent_service.h"
 #include "server/debug_service.h"
-#include "server/evaluation_service.h"
 #include "server/engine_service.h"
 #include "server/environment_service.h"
+#include "server/evaluation_service.h"
 #include "server/server_info_service.h"
 
 namespace tapeloop::server {
@@ -108,7 +108,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     auto environment = std::make_unique<EnvironmentService>(&server->context_);
     server->shutdowns_.push_back([s = environment.get()] { s->Shutdown(); });
     server->services_.push_back(std::move(environment));
-    auto evaluation = std::make_unique<EvaluationService>(&server->context_);
+    EvaluationServiceOptions evaluation_options;
+    evaluation_options.max_running = options.max_running_evaluations;
+    auto evaluation = std::make_unique<EvaluationService>(&server->context_, evaluation_options);
     server->shutdowns_.push_back([s = evaluation.get()] { s->Shutdown(); });
     server->services_.push_back(std::move(evaluation));
     auto debug = std::make_unique<DebugService>(&server->context_);

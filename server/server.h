@@ -42,6 +42,8 @@ struct ServerOptions {
   // Directory of models (one subdirectory each) the Engine and Agent services serve.
   std::string models_dir = "models";
   ServiceLimits limits;
+  // Evaluation runs (tapeloop.v1.Evaluation) playing at once; more are RESOURCE_EXHAUSTED.
+  int max_running_evaluations = 1;
 };
 
 // Validates a listen address ("host:port", "[v6]:port"); INVALID_ARGUMENT naming what is wrong.

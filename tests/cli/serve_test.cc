@@ -71,6 +71,20 @@ TEST(ServeCommand, UnwritableDbExitsTwoNamingThePath) {
   EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
 }
 
+TEST(ServeCommand, OutOfRangeLimitsExitTwoNamingTheFlag) {
+  for (auto [flag, value] : {std::pair<const char*, const char*>{"--max-evaluations", "0"},
+                             {"--max-evaluations", "65"},
+                             {"--max-sessions", "0"},
+                             {"--idle-timeout", "0"}}) {
+    Process proc({TapeloopBinary(), "serve", "--listen", "127.0.0.1:0", "--db",
+                  TempDb("_limits.db"), flag, value});
+    EXPECT_EQ(proc.Wait(), 2) << flag << " " << value;
+    std::string err = proc.stderr_text();
+    EXPECT_NE(err.find(flag), std::string::npos) << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  }
+}
+
 TEST(ServeCommand, UnknownFlagAndCommandAreUsageErrors) {
   Process a({TapeloopBinary(), "serve", "--lisen", "x"});
   EXPECT_EQ(a.Wait(), 2);

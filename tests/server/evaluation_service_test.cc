@@ -234,6 +234,42 @@ TEST_F(EvaluationServiceTest, CancelKeepsFinishedBatchesAndStartingAgainResumes)
   EXPECT_EQ(done.cells(0).accuracy(), 1.0);  // the bundled model is exact at 30 digits
 }
 
+// With max_running = 2, two runs play at once and a third is refused until one ends.
+TEST(EvaluationServiceLimitTest, MaxRunningRunsThatManyAtOnce) {
+  ServiceFixture f;
+  EvaluationServiceOptions options;
+  options.max_running = 2;
+  EvaluationService service(f.context(), options);
+  f.Start({&service});
+  auto stub = v1::Evaluation::NewStub(f.channel());
+  grpc::Status status;
+  std::vector<std::string> ids;
+  for (int64_t length : {40, 41}) {
+    v1::StartEvaluationRequest r;
+    r.add_models("mamba2-pointer");
+    r.add_tasks("addition");
+    r.add_lengths(length);
+    r.set_episodes(64);
+    ids.push_back(Start(stub.get(), r, "", &status).evaluation_id());
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  EXPECT_EQ(service.running(), 2);
+  v1::StartEvaluationRequest third;
+  third.add_models("oracle");
+  third.add_tasks("addition");
+  third.add_lengths(5);
+  Start(stub.get(), third, "", &status);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_NE(status.error_message().find("at most 2"), std::string::npos) << status.error_message();
+  for (const std::string& id : ids) {
+    EXPECT_EQ(WaitDone(stub.get(), "", id).state(), v1::EVALUATION_STATE_SUCCEEDED);
+  }
+  EXPECT_TRUE(Start(stub.get(), third, "", &status).evaluation_id().size() == 32);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(service.WaitIdle(std::chrono::seconds(60)));
+  f.Stop();
+}
+
 // A server stopped while a run plays leaves it INTERRUPTED; a new server over the same file
 // resumes it when it is started again.
 TEST(EvaluationServiceRestartTest, ShutdownInterruptsAndANewServerResumes) {
