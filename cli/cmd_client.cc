@@ -96,17 +96,24 @@ int RpcFail(const char* verb, const grpc::Status& status) {
   return 1;
 }
 
-absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text, const char* flag) {
-  std::vector<int32_t> ids;
+// Comma-separated integers of flag --`flag`; a part that is not one is named as not `what`.
+template <typename Int>
+absl::StatusOr<std::vector<Int>> ParseList(const std::string& text, const char* flag,
+                                           const char* what) {
+  std::vector<Int> out;
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    int32_t id;
-    if (!absl::SimpleAtoi(part, &id)) {
+    Int v;
+    if (!absl::SimpleAtoi(part, &v)) {
       return absl::InvalidArgumentError(std::string("--") + flag + ": '" + std::string(part) +
-                                        "' is not a token id");
+                                        "' is not " + what);
     }
-    ids.push_back(id);
+    out.push_back(v);
   }
-  return ids;
+  return out;
+}
+
+absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text, const char* flag) {
+  return ParseList<int32_t>(text, flag, "a token id");
 }
 
 // The one positional argument a verb takes (a name or an id).
@@ -150,16 +157,7 @@ void PrintEvaluation(const Client& c, const v1::EvaluationRun& r) {
 }
 
 absl::StatusOr<std::vector<int64_t>> ParseInts(const std::string& text, const char* flag) {
-  std::vector<int64_t> out;
-  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    int64_t v;
-    if (!absl::SimpleAtoi(part, &v)) {
-      return absl::InvalidArgumentError(std::string("--") + flag + ": '" + std::string(part) +
-                                        "' is not an integer");
-    }
-    out.push_back(v);
-  }
-  return out;
+  return ParseList<int64_t>(text, flag, "an integer");
 }
 
 void PrintSession(const Client& c, const v1::EngineSession& s) {
