@@ -7,6 +7,9 @@
 // DIR/train_log.jsonl. With --agent-eval-lengths it then runs greedy
 // agent-loop episodes (the model drives the pointer-memory tool; observations are fed back)
 // and reports exact match per length; --eval-only does only that, on the model in DIR.
+// --task code_debug trains on the debugger trajectories of tasks/code_debug (n functions in
+// --min-len..--max-len, mode interactive or single-turn); its agent eval plays code_debug
+// episodes through the debugger with the saved model (eval::ModelCodeDebugAgent).
 #include <cblas.h>
 #include <unistd.h>
 
@@ -36,10 +39,13 @@
 #include "common/status_macros.h"
 #include "common/tokenizer.h"
 #include "engine/checkpoint/safetensors.h"
+#include "engine/models/model.h"
 #include "engine/train/nemotron_h_lm.h"
 #include "engine/train/trainer.h"
 #include "engine/train/transformer_lm.h"
+#include "eval/code_debug_suite.h"
 #include "nlohmann/json.hpp"
+#include "tasks/code_debug/code_debug.h"
 #include "tasks/task.h"
 #include "tasks/trajectory_source.h"
 #include "tools/pointer_memory.h"
@@ -48,6 +54,7 @@ namespace tapeloop::cli {
 namespace {
 
 namespace et = ::tapeloop::engine::train;
+namespace cd = ::tapeloop::tasks::code_debug;
 
 // tasks::TrajectorySource as the trainer's ExampleSource.
 class TaskExamples final : public et::ExampleSource {
@@ -283,6 +290,10 @@ int RunTrain(int argc, char** argv) {
         << "usage: tapeloop train --arch mamba2|llama|mistral|nemotron_h --task addition "
            "--mode pointer --max-len 5\n"
            "                      --steps N --seed S --out DIR [--config FILE]\n"
+           "  task:       --task addition|multiplication-n1|multiplication-n2|code_debug\n"
+           "              --mode pointer|calculator|cot|direct|direct-reversed; for code_debug\n"
+           "              interactive (default) or single-turn, n functions in\n"
+           "              --min-len 4 .. --max-len\n"
            "  model:      --d-model 128 --layers 4 --state 16 --head-dim 16 --expand 2 --chunk 64\n"
            "              llama/mistral: --heads 4 --kv-heads 2 --attn-head-dim 32 --ffn 3*D\n"
            "              --rope-theta 10000 --window 64 (mistral)\n"
@@ -320,25 +331,48 @@ int RunTrain(int argc, char** argv) {
   const bool decay_all = args.Bool("decay-all") || f.Str("decay-all", "") == "true";
   const std::string arch = f.Str("arch", "mamba2");
   const std::string task_name = f.Str("task", "addition");
-  const std::string mode_name = f.Str("mode", "pointer");
+  const bool code_debug = task_name == cd::kTaskName;
+  const std::string mode_name = f.Str("mode", code_debug ? "interactive" : "pointer");
   const std::string out = f.Str("out", "");
   const std::string init_state = f.Str("init-state", "zero");
   const std::string agent_lengths = f.Str("agent-eval-lengths", "");
   const std::string pattern = f.Str("pattern", "M-M-M*-");
   std::map<std::string, double> n;
-  for (auto [k, def] : std::vector<std::pair<std::string, double>>{
-           {"max-len", 5},         {"steps", 400},         {"seed", 0},
-           {"d-model", 128},       {"layers", 4},          {"state", 16},
-           {"head-dim", 16},       {"expand", 2},          {"chunk", 64},
-           {"batch", 128},         {"lr", 2e-3},           {"warmup", 100},
-           {"clip", 1.0},          {"weight-decay", 0.01}, {"max-tokens", 0},
-           {"noise-std", 0.1},     {"tbptt-concat", 1},    {"tbptt-window", 0},
-           {"threads", 2},         {"log-every", 10},      {"eval-every", 100},
-           {"eval-count", 128},    {"eval-length", -1},    {"checkpoint-every", 0},
-           {"agent-episodes", 64}, {"agent-seed", 1},      {"heads", 4},
-           {"kv-heads", 2},        {"attn-head-dim", 32},  {"ffn", 0},
-           {"window", 64},         {"rope-theta", 10000},  {"diagnose", 0},
-           {"time-step-min", 0.001}}) {
+  for (auto [k, def] : std::vector<std::pair<std::string, double>>{{"max-len", 5},
+                                                                   {"steps", 400},
+                                                                   {"seed", 0},
+                                                                   {"d-model", 128},
+                                                                   {"layers", 4},
+                                                                   {"state", 16},
+                                                                   {"head-dim", 16},
+                                                                   {"expand", 2},
+                                                                   {"chunk", 64},
+                                                                   {"batch", 128},
+                                                                   {"lr", 2e-3},
+                                                                   {"warmup", 100},
+                                                                   {"clip", 1.0},
+                                                                   {"weight-decay", 0.01},
+                                                                   {"max-tokens", 0},
+                                                                   {"noise-std", 0.1},
+                                                                   {"tbptt-concat", 1},
+                                                                   {"tbptt-window", 0},
+                                                                   {"threads", 2},
+                                                                   {"log-every", 10},
+                                                                   {"eval-every", 100},
+                                                                   {"eval-count", 128},
+                                                                   {"eval-length", -1},
+                                                                   {"checkpoint-every", 0},
+                                                                   {"agent-episodes", 64},
+                                                                   {"agent-seed", 1},
+                                                                   {"heads", 4},
+                                                                   {"kv-heads", 2},
+                                                                   {"attn-head-dim", 32},
+                                                                   {"ffn", 0},
+                                                                   {"window", 64},
+                                                                   {"rope-theta", 10000},
+                                                                   {"diagnose", 0},
+                                                                   {"time-step-min", 0.001},
+                                                                   {"min-len", 4}}) {
     auto v = f.Num(k, def);
     if (!v.ok()) return Fail("train", v.status(), 2);
     n[k] = *v;
@@ -351,10 +385,24 @@ int RunTrain(int argc, char** argv) {
                 absl::InvalidArgumentError(absl::StrCat(
                     "--arch ", arch, ": expected mamba2, llama, mistral or nemotron_h")),
                 2);
-  auto mode = tasks::ParseMode(mode_name);
-  if (!mode.ok()) return Fail("train", mode.status(), 2);
-  auto task = tasks::FindTask(task_name);
-  if (!task.ok()) return Fail("train", task.status(), 2);
+  // The arithmetic tasks' mode and task, or code_debug's mode.
+  absl::StatusOr<tasks::Mode> mode = tasks::Mode::kPointer;
+  absl::StatusOr<const tasks::Task*> task = nullptr;
+  cd::CodeDebugMode debug_mode = cd::CodeDebugMode::kInteractive;
+  if (code_debug) {
+    auto m = cd::ParseCodeDebugMode(mode_name);
+    if (!m.ok())
+      return Fail("train",
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "--mode ", mode_name, ": code_debug's modes are interactive, single-turn")),
+                  2);
+    debug_mode = *m;
+  } else {
+    mode = tasks::ParseMode(mode_name);
+    if (!mode.ok()) return Fail("train", mode.status(), 2);
+    task = tasks::FindTask(task_name);
+    if (!task.ok()) return Fail("train", task.status(), 2);
+  }
 
   et::Mamba2LmConfig mc;
   mc.vocab = tokens::kVocabSize;
@@ -405,15 +453,38 @@ int RunTrain(int argc, char** argv) {
   sc.training = true;
   sc.seed = o.seed;
   sc.max_tokens = static_cast<int64_t>(n["max-tokens"]);
-  auto src = tasks::MakeTrajectorySource(sc);
-  if (!src.ok()) return Fail("train", src.status(), 2);
-  TaskExamples data(std::move(*src));
   tasks::TrajectorySourceConfig ec = sc;
   ec.training = false;
   ec.max_length = n["eval-length"] > 0 ? static_cast<int>(n["eval-length"]) : sc.max_length;
   ec.seed = o.seed ^ 0x5eed0fe7a1ULL;  // held out: another stream of fresh instances
   ec.max_tokens = 0;
-  auto esrc = tasks::MakeTrajectorySource(ec);
+  absl::StatusOr<std::unique_ptr<tasks::TrajectorySource>> src, esrc;
+  if (code_debug) {
+    const int lo = static_cast<int>(n["min-len"]), hi = sc.max_length;
+    if (lo < cd::kMinFunctions || lo > hi || hi > cd::kMaxFunctions + 1)
+      return Fail("train",
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "--min-len ", lo, " / --max-len ", hi, ": code_debug needs ",
+                      cd::kMinFunctions, " <= --min-len <= --max-len <= ", cd::kMaxFunctions + 1)),
+                  2);
+    cd::CodeDebugSourceConfig dc;
+    dc.mode = debug_mode;
+    dc.min_functions = static_cast<int>(n["min-len"]);
+    dc.max_functions = sc.max_length;
+    dc.seed = sc.seed;
+    dc.max_tokens = sc.max_tokens;
+    src = cd::MakeCodeDebugTrajectorySource(dc);
+    dc.min_functions = std::min(dc.min_functions, ec.max_length);
+    dc.max_functions = ec.max_length;
+    dc.seed = ec.seed;
+    dc.max_tokens = 0;
+    if (src.ok()) esrc = cd::MakeCodeDebugTrajectorySource(dc);
+  } else {
+    src = tasks::MakeTrajectorySource(sc);
+    if (src.ok()) esrc = tasks::MakeTrajectorySource(ec);
+  }
+  if (!src.ok()) return Fail("train", src.status(), 2);
+  TaskExamples data(std::move(*src));
   if (!esrc.ok()) return Fail("train", esrc.status(), 2);
   TaskExamples held(std::move(*esrc));
 
@@ -496,11 +567,11 @@ int RunTrain(int argc, char** argv) {
                         {"elapsed_s", elapsed()}};
     log << j.dump() << "\n" << std::flush;
     std::fprintf(stderr,
-                 "eval step %lld: held-out %d-digit exact %.4f (%lld/%lld, teacher-forced), token "
+                 "eval step %lld: held-out %s%d exact %.4f (%lld/%lld, teacher-forced), token "
                  "acc %.5f\n",
-                 static_cast<long long>(step), ec.max_length, ev.exact_rate(),
-                 static_cast<long long>(ev.exact), static_cast<long long>(ev.examples),
-                 ev.token_acc);
+                 static_cast<long long>(step), code_debug ? "n<=" : "length ", ec.max_length,
+                 ev.exact_rate(), static_cast<long long>(ev.exact),
+                 static_cast<long long>(ev.examples), ev.token_acc);
     return ev;
   };
   if (!eval_only) {
@@ -553,6 +624,7 @@ int RunTrain(int argc, char** argv) {
                            {"parameters", trainer.model().table().total()},
                            {"model", trainer.model().Describe()}};
       if (arch == "nemotron_h") tj["pattern"] = pattern;
+      if (code_debug) tj["min_len"] = static_cast<int>(n["min-len"]);
       std::ofstream tf(out + "/training.json");
       tf << DumpJson(tj, 2) << "\n";
       if (!tf)
@@ -568,7 +640,45 @@ int RunTrain(int argc, char** argv) {
   }
   if (n["diagnose"] > 0)
     Diagnose(trainer.model(), trainer.params(), held.Next(static_cast<int>(n["diagnose"])));
-  if (!agent_lengths.empty()) {
+  if (!agent_lengths.empty() && code_debug) {
+    // The saved model plays code_debug episodes through the debugger (the evaluator's agent).
+    auto model = engine::Model::Load(out);
+    if (!model.ok()) return Fail("train", model.status(), 1);
+    eval::ModelCodeDebugAgent agent(model->get());
+    for (absl::string_view piece : absl::StrSplit(agent_lengths, ',')) {
+      int len = 0;
+      if (!absl::SimpleAtoi(piece, &len) || len < cd::kMinFunctions || len > cd::kMaxFunctions + 1)
+        return Fail("train",
+                    absl::InvalidArgumentError(
+                        absl::StrCat("--agent-eval-lengths: bad n '", std::string(piece), "'")),
+                    2);
+      const double a = elapsed();
+      std::vector<eval::EpisodeKey> keys;
+      for (int i = 0; i < static_cast<int>(n["agent-episodes"]); ++i)
+        keys.push_back(
+            {"model", cd::kTaskName, mode_name, len, static_cast<int64_t>(n["agent-seed"]), i});
+      auto rows = eval::RunCodeDebugEpisodes(agent, keys, o.threads);
+      if (!rows.ok()) return Fail("train", rows.status(), 1);
+      int passed = 0;
+      std::map<std::string, int> reasons;
+      for (const eval::EpisodeRow& r : *rows) {
+        passed += r.correct ? 1 : 0;
+        ++reasons[r.record.value("stop_reason", std::string("error"))];
+      }
+      const int episodes = static_cast<int>(rows->size());
+      const double rate = double(passed) / std::max(1, episodes);
+      std::string why;
+      for (const auto& [k, v] : reasons) absl::StrAppend(&why, why.empty() ? "" : ", ", k, " ", v);
+      std::fprintf(
+          stderr, "agent eval: code_debug n=%d %s, %d episodes: passed %.4f (%d/%d), %.1fs (%s)\n",
+          len, mode_name.c_str(), episodes, rate, passed, episodes, elapsed() - a, why.c_str());
+      nlohmann::json j = {
+          {"agent_eval_length", len}, {"episodes", episodes},    {"exact", rate},
+          {"seed", n["agent-seed"]},  {"stop_reasons", reasons}, {"seconds", elapsed() - a}};
+      log << DumpJson(j) << "\n" << std::flush;
+      std::cout << DumpJson(j) << std::endl;
+    }
+  } else if (!agent_lengths.empty()) {
     if (*mode != tasks::Mode::kPointer)
       return Fail("train", absl::InvalidArgumentError("--agent-eval-lengths needs --mode pointer"),
                   2);

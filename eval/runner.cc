@@ -105,7 +105,6 @@ absl::Status Validate(const EvalOptions& o) {
           RETURN_IF_ERROR(tasks::ParseMode(m).status());
         }
       }
-      if (t == tasks::code_debug::kTaskName) RETURN_IF_ERROR(MakeCodeDebugAgent(e.model).status());
     }
   }
   return absl::OkStatus();
@@ -329,7 +328,7 @@ absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
         tasks::Mode mode = code_debug ? tasks::Mode::kPointer : *tasks::ParseMode(mode_name);
         std::unique_ptr<CodeDebugAgent> debug_agent;
         if (code_debug) {
-          ASSIGN_OR_RETURN(debug_agent, MakeCodeDebugAgent(m.name));
+          ASSIGN_OR_RETURN(debug_agent, MakeCodeDebugAgent(m.name, m.model.get()));
         }
         int64_t zero_streak = 0;  // consecutive lengths with no exact episode
         for (size_t li = 0; li < lengths.size(); ++li) {

@@ -40,12 +40,12 @@ inline constexpr int kMaxFunctions = 1000;  // names f0..f999 (main and foo are 
 struct CodeDebugInstance {
   int n = 0;  // number of functions (= files)
   uint64_t seed = 0;
-  debugger::FileMap buggy;  // what the agent starts from
-  debugger::FileMap fixed;  // the reference fix
-  std::string expected_output;  // what the fixed program prints
-  std::vector<std::string> functions;     // in order of creation: main, ..., foo
-  std::vector<std::string> needs_v10;     // functions on a path main -> foo (foo included)
-  std::string prompt;                     // the task statement given to the agent
+  debugger::FileMap buggy;             // what the agent starts from
+  debugger::FileMap fixed;             // the reference fix
+  std::string expected_output;         // what the fixed program prints
+  std::vector<std::string> functions;  // in order of creation: main, ..., foo
+  std::vector<std::string> needs_v10;  // functions on a path main -> foo (foo included)
+  std::string prompt;                  // the task statement given to the agent
 
   nlohmann::json ToJson() const;
 };
@@ -74,6 +74,9 @@ struct CodeDebugTrajectory {
   std::vector<DebugStep> steps;
   debugger::FileMap final_files;  // the files after every edit
   int runs = 0;                   // `run` commands issued
+  // Why a model's episode ended (eval::PlayCodeDebug): "solved", "eos", "max_steps",
+  // "max_tokens", "long_command" or "bad_token ..."; empty for the oracles.
+  std::string stop_reason;
 
   // Token form (tapeloop-tokens-v1): [BOS] prompt, then per step [CALL] command [/CALL]
   // [OBS] observation [/OBS], then [EOS]. Roles: prompt / command / observation / eos, so the
@@ -98,12 +101,11 @@ absl::StatusOr<CodeDebugTrajectory> InteractiveOracle(const CodeDebugInstance& i
 // SingleTurnOracle: `ls`, `view` of every file, then every edit (computed from the call graph
 // it read), then nothing else.
 absl::StatusOr<CodeDebugTrajectory> SingleTurnOracle(const CodeDebugInstance& instance);
-absl::StatusOr<CodeDebugTrajectory> Oracle(const CodeDebugInstance& instance,
-                                           CodeDebugMode mode);
+absl::StatusOr<CodeDebugTrajectory> Oracle(const CodeDebugInstance& instance, CodeDebugMode mode);
 
 struct CodeDebugScore {
-  bool passed = false;   // ran without error and printed exactly expected_output
-  std::string outcome;   // debugger::OutcomeName of the run
+  bool passed = false;  // ran without error and printed exactly expected_output
+  std::string outcome;  // debugger::OutcomeName of the run
   std::string output;
   std::string error_text;
 
@@ -146,7 +148,7 @@ class CodeDebugEnv {
 
 struct CodeDebugSourceConfig {
   CodeDebugMode mode = CodeDebugMode::kInteractive;
-  int min_functions = 4;   // the paper trains on n in 4..16
+  int min_functions = 4;  // the paper trains on n in 4..16
   int max_functions = 16;
   uint64_t seed = 0;
   int64_t max_tokens = 0;  // longer trajectories are skipped (0: no limit)

@@ -9,7 +9,10 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/tokenizer.h"
+#include "engine/models/model.h"
 #include "eval/runner.h"
+#include "store/database.h"
 #include "tasks/task.h"
 
 namespace tapeloop::eval {
@@ -44,6 +47,79 @@ class FailingAgent final : public CodeDebugAgent {
     return cd::Oracle(instance, mode);
   }
 };
+
+// A policy that writes a scripted token stream: the expert's trajectory (the tokens a perfect
+// model would write) or any other script. It checks that the prompt and every observation the
+// agent appends are exactly the trajectory's (the token form the trainer trains on).
+class ScriptedPolicy final : public agents::Policy {
+ public:
+  // `script`: the whole token stream (prompt included) and its roles; Step writes the non-
+  // observation tokens after the prompt in order, Append must receive the observation runs.
+  explicit ScriptedPolicy(tasks::Trajectory script) : script_(std::move(script)) {}
+  std::string name() const override { return "scripted"; }
+  absl::StatusOr<int> Open(const agents::EpisodeContext&,
+                           std::span<const TokenId> prompt) override {
+    pos_ = script_.PromptSize();
+    if (std::vector<TokenId>(prompt.begin(), prompt.end()) !=
+        std::vector<TokenId>(script_.tokens.begin(), script_.tokens.begin() + pos_)) {
+      mismatches_.push_back("prompt");
+    }
+    return 0;
+  }
+  absl::Status Append(int, std::span<const TokenId> tokens) override {
+    for (TokenId id : tokens) {
+      if (pos_ >= script_.tokens.size() || script_.roles[pos_] != tasks::Role::kObservation ||
+          script_.tokens[pos_] != id) {
+        mismatches_.push_back("observation at " + std::to_string(pos_));
+        return absl::OkStatus();
+      }
+      ++pos_;
+    }
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<TokenId>> Step(std::span<const int>) override {
+    if (pos_ >= script_.tokens.size()) return std::vector<TokenId>{tokens::kEos};
+    if (script_.roles[pos_] == tasks::Role::kObservation) {
+      mismatches_.push_back("asked for a token where an observation comes, at " +
+                            std::to_string(pos_));
+    }
+    return std::vector<TokenId>{script_.tokens[pos_++]};
+  }
+  void Close(int) override { closed_ = true; }
+
+  const std::vector<std::string>& mismatches() const { return mismatches_; }
+  bool closed() const { return closed_; }
+
+ private:
+  tasks::Trajectory script_;
+  size_t pos_ = 0;
+  std::vector<std::string> mismatches_;
+  bool closed_ = false;
+};
+
+// A script: the prompt of `instance`, then `written` as if the model wrote it (observations are
+// the agent's business, so none are scripted).
+tasks::Trajectory Script(const cd::CodeDebugInstance& instance, std::vector<TokenId> written) {
+  tasks::Trajectory t;
+  t.tokens.push_back(tokens::kBos);
+  t.roles.push_back(tasks::Role::kPrompt);
+  for (unsigned char c : instance.prompt) {
+    t.tokens.push_back(c);
+    t.roles.push_back(tasks::Role::kPrompt);
+  }
+  for (TokenId id : written) {
+    t.tokens.push_back(id);
+    t.roles.push_back(tasks::Role::kCommand);
+  }
+  return t;
+}
+
+std::vector<TokenId> Call(const std::string& command) {
+  std::vector<TokenId> out = {tokens::kCall};
+  for (unsigned char c : command) out.push_back(c);
+  out.push_back(tokens::kCallEnd);
+  return out;
+}
 
 std::vector<EpisodeKey> Keys(const std::vector<std::string>& modes,
                              const std::vector<int64_t>& lengths, int64_t episodes) {
@@ -118,6 +194,84 @@ TEST(CodeDebugSuiteTest, AnAgentThatFixesNothingFailsAndErrorsAreFailedEpisodes)
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(PlayCodeDebugTest, APolicyWritingTheExpertsCommandsReproducesItsTrajectoryAndPasses) {
+  // Random instances of several sizes in both modes: the agent's token stream (prompt,
+  // commands, the observations it appends) must be the trainer's trajectory token for token.
+  for (cd::CodeDebugMode mode : {cd::CodeDebugMode::kInteractive, cd::CodeDebugMode::kSingleTurn}) {
+    for (int n : {2, 5, 11}) {
+      SCOPED_TRACE(std::string(cd::CodeDebugModeName(mode)) + " n=" + std::to_string(n));
+      auto instance = cd::GenerateCodeDebug(n, tasks::MixSeed(1234, n));
+      ASSERT_TRUE(instance.ok()) << instance.status();
+      auto expert = cd::Oracle(*instance, mode);
+      ASSERT_TRUE(expert.ok()) << expert.status();
+      const tasks::Trajectory want = expert->ToTrajectory();
+      ScriptedPolicy policy(want);
+      auto got = PlayCodeDebug(policy, *instance, mode, /*seed=*/1);
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_TRUE(policy.mismatches().empty()) << policy.mismatches().front();
+      EXPECT_TRUE(policy.closed());
+      EXPECT_EQ(got->ToTrajectory().tokens, want.tokens);
+      EXPECT_EQ(got->stop_reason, mode == cd::CodeDebugMode::kInteractive ? "solved" : "eos");
+      EXPECT_EQ(got->runs, expert->runs);
+      EXPECT_TRUE(cd::ScoreCodeDebug(*instance, got->final_files).passed);
+    }
+  }
+}
+
+TEST(PlayCodeDebugTest, EveryWayAModelCanGoWrongEndsTheEpisodeWithItsReason) {
+  auto instance = cd::GenerateCodeDebug(4, 99);
+  ASSERT_TRUE(instance.ok());
+  const auto mode = cd::CodeDebugMode::kInteractive;
+  auto play = [&](std::vector<TokenId> written, ModelDebugLimits limits = {}) {
+    ScriptedPolicy policy(Script(*instance, std::move(written)));
+    auto t = PlayCodeDebug(policy, *instance, mode, 1, limits);
+    EXPECT_TRUE(t.ok()) << t.status();
+    EXPECT_TRUE(policy.closed());
+    return *t;
+  };
+  // A byte between calls, a special token inside a call.
+  cd::CodeDebugTrajectory t = play({'r', 'u', 'n'});
+  EXPECT_EQ(t.stop_reason, "bad_token 'r' between calls");
+  EXPECT_TRUE(t.steps.empty());
+  t = play({tokens::kCall, 'r', tokens::kAns});
+  EXPECT_EQ(t.stop_reason, "bad_token [ANS] in a command");
+  t = play({0x9e});  // not UTF-8 on its own: the reason stays ASCII
+  EXPECT_EQ(t.stop_reason, "bad_token \\x9e between calls");
+  // [EOS] at once: nothing sent, the files are the buggy ones, which fail.
+  t = play({tokens::kEos});
+  EXPECT_EQ(t.stop_reason, "eos");
+  EXPECT_FALSE(cd::ScoreCodeDebug(*instance, t.final_files).passed);
+  // Commands the debugger refuses are observations (errors), not the end.
+  std::vector<TokenId> w = Call("frobnicate");
+  for (TokenId id : Call("run")) w.push_back(id);
+  w.push_back(tokens::kEos);
+  t = play(w);
+  EXPECT_EQ(t.stop_reason, "eos");
+  ASSERT_EQ(t.steps.size(), 2u);
+  EXPECT_TRUE(t.steps[0].is_error);
+  EXPECT_EQ(t.runs, 1);
+  EXPECT_NE(t.steps[1].observation.find("NameError"), std::string::npos) << t.steps[1].observation;
+  // Limits: steps, command bytes, tokens.
+  w.clear();
+  for (int i = 0; i < 10; ++i) {
+    for (TokenId id : Call("ls")) w.push_back(id);
+  }
+  ModelDebugLimits limits;
+  limits.max_steps = 3;
+  t = play(w, limits);
+  EXPECT_EQ(t.stop_reason, "max_steps");
+  EXPECT_EQ(t.steps.size(), 3u);
+  limits = {};
+  limits.max_command_bytes = 5;
+  t = play(Call("view main.py"), limits);
+  EXPECT_EQ(t.stop_reason, "long_command");
+  limits = {};
+  limits.max_tokens = 7;
+  t = play(w, limits);
+  EXPECT_EQ(t.stop_reason, "max_tokens");
+  EXPECT_EQ(t.steps.size(), 1u);  // [CALL] l s [/CALL] = 4 tokens; the second call is cut
+}
+
 class CodeDebugRunTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -188,10 +342,83 @@ TEST_F(CodeDebugRunTest, BadCodeDebugOptionsAreRefused) {
   o.lengths = {1};
   EXPECT_EQ(RunEvaluation(o).status().code(), absl::StatusCode::kInvalidArgument);
   o.lengths = {4};
+  // A checkpoint that is not there: the error names it.
   o.entries = {{(dir_ / "some-checkpoint").string(), {"interactive"}}};
   auto s = RunEvaluation(o).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented) << s;
-  EXPECT_NE(std::string(s.message()).find("no model policy"), std::string::npos) << s;
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(std::string(s.message()).find("some-checkpoint"), std::string::npos) << s;
+}
+
+// A tiny random-weight checkpoint plays code_debug through the engine: it writes garbage, but
+// every episode ends (by its first bad token, at the latest at the token or step limit), is
+// scored and stored, and the same instance gives the same episode (greedy decoding).
+TEST_F(CodeDebugRunTest, AModelCheckpointPlaysThroughTheEngineAndIsStoredAndReported) {
+  engine::ModelConfig c;
+  c.family = engine::Family::kMamba2;
+  c.vocab_size = tokens::kVocabSize;
+  c.hidden_size = 32;
+  c.initializer_range = 0.5f;
+  c.tie_word_embeddings = true;
+  c.num_hidden_layers = 2;
+  c.mamba_num_heads = 4;
+  c.mamba_head_dim = 16;
+  c.ssm_state_size = 8;
+  c.n_groups = 1;
+  c.chunk_size = 16;
+  c.gated_norm_group_size = 64;
+  c.dt_max = INFINITY;
+  auto model = engine::Model::RandomInit(c, 5);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const std::string path = (dir_ / "random-coder").string();
+  ASSERT_TRUE((*model)->Save(path).ok());
+
+  ModelCodeDebugAgent agent(model->get());
+  auto instance = cd::GenerateCodeDebug(4, 3);
+  ASSERT_TRUE(instance.ok());
+  auto a = agent.Solve(*instance, cd::CodeDebugMode::kInteractive);
+  auto b = agent.Solve(*instance, cd::CodeDebugMode::kInteractive);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_FALSE(a->stop_reason.empty());
+  EXPECT_EQ(a->stop_reason, b->stop_reason);
+  EXPECT_EQ(a->ToTrajectory().tokens, b->ToTrajectory().tokens);
+
+  EvalOptions o;
+  o.tasks = {"code_debug"};
+  o.lengths = {3, 6};
+  o.episodes = 3;
+  o.seeds = {1};
+  o.parallel = 2;
+  o.db_path = (dir_ / "results.db").string();
+  o.entries = {{path, {"interactive"}}, {"oracle", {"interactive"}}};
+  auto run = RunEvaluation(o);
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->ran, 12);
+  auto db = store::Database::Open(o.db_path);
+  ASSERT_TRUE(db.ok());
+  ResultsStore results(db->get());
+  auto episodes = results.Episodes(run->run_id, /*with_records=*/true);
+  ASSERT_TRUE(episodes.ok()) << episodes.status();
+  ASSERT_EQ(episodes->size(), 12u);
+  for (const EpisodeRow& r : *episodes) {
+    SCOPED_TRACE(r.record.dump().substr(0, 300));
+    if (r.key.model == "oracle") {
+      EXPECT_TRUE(r.correct);
+      EXPECT_TRUE(r.trajectory_match);
+      EXPECT_FALSE(r.record.contains("stop_reason"));
+    } else {
+      EXPECT_EQ(r.key.model, "random-coder");
+      EXPECT_FALSE(r.correct);
+      EXPECT_FALSE(r.trajectory_match);
+      EXPECT_FALSE(r.record.value("stop_reason", "").empty());
+    }
+  }
+  EXPECT_NE(run->markdown.find("random-coder"), std::string::npos) << run->markdown;
+  // Rerun: everything resumes.
+  auto again = RunEvaluation(o);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->ran, 0);
+  EXPECT_EQ(again->resumed, 12);
 }
 
 TEST(CodeDebugSuiteOptionsTest, SuitesCoverNUpTo64InBothModes) {

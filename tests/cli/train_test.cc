@@ -1,0 +1,146 @@
+// `tapeloop train` run as a process: a short run on code_debug trajectories writes a checkpoint
+// the engine and the evaluator load, plays code_debug episodes with it through the debugger
+// (the agent eval), and records what it was trained on; an arithmetic run still works; bad
+// task / mode / range flags exit 2 with a message naming the flag.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "engine/models/model.h"
+#include "nlohmann/json.hpp"
+#include "tests/cli/process.h"
+
+namespace tapeloop {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::Process;
+using testing::TapeloopBinary;
+
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+Result RunCli(std::vector<std::string> args) {
+  args.insert(args.begin(), TapeloopBinary());
+  Process p(args);
+  const int code = p.Finish(std::chrono::seconds(600));
+  return {code, p.all_stdout(), p.stderr_text()};
+}
+
+nlohmann::json ReadJson(const fs::path& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+}
+
+class TrainCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("tapeloop_train_cli_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+};
+
+TEST_F(TrainCliTest, CodeDebugRunWritesACheckpointThatPlaysAndEvaluates) {
+  const std::string out = (dir_ / "coder").string();
+  Result r = RunCli({"train",      "--arch",
+                     "mamba2",     "--task",
+                     "code_debug", "--min-len",
+                     "2",          "--max-len",
+                     "3",          "--steps",
+                     "3",          "--batch",
+                     "4",          "--d-model",
+                     "32",         "--layers",
+                     "2",          "--eval-every",
+                     "3",          "--eval-count",
+                     "4",          "--seed",
+                     "5",          "--out",
+                     out,          "--agent-eval-lengths",
+                     "2,3",        "--agent-episodes",
+                     "2"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("code_debug/interactive"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("held-out n<=3 exact"), std::string::npos) << r.err;
+  // What it was trained on.
+  nlohmann::json tj = ReadJson(fs::path(out) / "training.json");
+  EXPECT_EQ(tj.value("task", ""), "code_debug");
+  EXPECT_EQ(tj.value("mode", ""), "interactive");
+  EXPECT_EQ(tj.value("min_len", 0), 2);
+  EXPECT_EQ(tj.value("max_len", 0), 3);
+  // One JSON line per agent-eval n: two episodes each, every one with the reason it ended.
+  std::vector<nlohmann::json> lines;
+  for (absl::string_view line : absl::StrSplit(r.out, '\n', absl::SkipEmpty())) {
+    lines.push_back(nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false));
+  }
+  ASSERT_EQ(lines.size(), 2u) << r.out;
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(lines[i].value("agent_eval_length", 0), i + 2);
+    EXPECT_EQ(lines[i].value("episodes", 0), 2);
+    int reasons = 0;
+    for (const auto& [k, v] : lines[i]["stop_reasons"].items()) reasons += v.get<int>();
+    EXPECT_EQ(reasons, 2) << lines[i].dump();
+  }
+  // The checkpoint loads in the engine and the evaluator plays it.
+  auto model = engine::Model::Load(out);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const std::string db = (dir_ / "r.db").string();
+  Result e = RunCli({"eval", "--models", out, "--task", "code_debug", "--modes", "interactive",
+                     "--lengths", "2", "--episodes", "2", "--seeds", "1", "--db", db, "--report",
+                     (dir_ / "report").string()});
+  ASSERT_EQ(e.code, 0) << e.err;
+  EXPECT_NE((e.out + e.err).find("coder"), std::string::npos) << e.out << e.err;
+}
+
+TEST_F(TrainCliTest, AnArithmeticRunStillTrainsAndRecordsItsLength) {
+  const std::string out = (dir_ / "adder").string();
+  Result r = RunCli({"train",   "--arch",       "mamba2", "--task",   "addition", "--mode",
+                     "pointer", "--max-len",    "3",      "--steps",  "2",        "--batch",
+                     "4",       "--d-model",    "32",     "--layers", "2",        "--eval-every",
+                     "2",       "--eval-count", "4",      "--out",    out});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("held-out length 3 exact"), std::string::npos) << r.err;
+  nlohmann::json tj = ReadJson(fs::path(out) / "training.json");
+  EXPECT_EQ(tj.value("task", ""), "addition");
+  EXPECT_EQ(tj.value("mode", ""), "pointer");
+  EXPECT_EQ(tj.value("max_len", 0), 3);
+  EXPECT_FALSE(tj.contains("min_len"));
+}
+
+TEST_F(TrainCliTest, BadTaskModeAndRangeFlagsExit2NamingTheFlag) {
+  const std::string out = (dir_ / "x").string();
+  struct Case {
+    std::vector<std::string> args;
+    std::string needle;
+  };
+  const std::vector<Case> cases = {
+      {{"--task", "code_debug", "--mode", "pointer"}, "--mode pointer"},
+      {{"--task", "code_debug", "--min-len", "5", "--max-len", "3"}, "--min-len 5 / --max-len 3"},
+      {{"--task", "code_debug", "--min-len", "1", "--max-len", "3"}, "--min-len 1"},
+      {{"--task", "code_debug", "--max-len", "2000"}, "--max-len 2000"},
+      {{"--task", "sorting"}, "unknown task \"sorting\""},
+      {{"--task", "addition", "--mode", "interactive"}, "unknown mode \"interactive\""},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {"train", "--steps", "1", "--out", out};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    Result r = RunCli(args);
+    EXPECT_EQ(r.code, 2) << c.needle << ": " << r.err;
+    EXPECT_NE(r.err.find(c.needle), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(fs::path(out) / "model.safetensors"));
+  }
+}
+
+}  // namespace
+}  // namespace tapeloop
