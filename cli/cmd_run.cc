@@ -3,7 +3,10 @@
 //              [--max-tokens N] [--json]
 // Runs episodes of a task through the agent loop and prints each trajectory (thoughts,
 // outputs, commands and observations told apart; ANSI colours only on a terminal) and its
-// score, or with --json one episode record per line (JSONL).
+// score, or with --json one episode record per line (JSONL). --task code_debug plays the
+// debugging task instead (--length = functions, --mode interactive | single-turn): the
+// oracle or the model sends debugger commands (eval::ModelCodeDebugAgent), and each episode's
+// commands, observations (cut at 2,000 bytes), stop reason and score are printed.
 #include <unistd.h>
 
 #include <filesystem>
@@ -13,18 +16,70 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "agents/agent_loop.h"
-#include "common/json.h"
 #include "agents/engine_policy.h"
 #include "agents/oracle_policy.h"
 #include "agents/render.h"
 #include "cli/args.h"
 #include "cli/command.h"
+#include "common/json.h"
 #include "common/tokenizer.h"
 #include "engine/models/model.h"
+#include "eval/code_debug_suite.h"
+#include "tasks/code_debug/code_debug.h"
 #include "tasks/task.h"
 
 namespace tapeloop::cli {
 namespace {
+
+namespace cd = ::tapeloop::tasks::code_debug;
+
+// --task code_debug: episodes of the debugging task, played by the oracle or the model.
+int RunCodeDebug(const engine::Model* model, const std::string& mode, int64_t n, int64_t seed,
+                 int64_t episodes, int threads, int64_t max_tokens, bool json) {
+  auto agent = eval::MakeCodeDebugAgent(model == nullptr ? "oracle" : "model", model);
+  if (!agent.ok()) return Fail("run", agent.status(), 2);
+  if (model != nullptr && max_tokens > 0) {
+    eval::ModelDebugLimits limits;
+    limits.max_tokens = max_tokens;
+    agent = std::unique_ptr<eval::CodeDebugAgent>(new eval::ModelCodeDebugAgent(model, limits));
+  }
+  std::vector<eval::EpisodeKey> keys;
+  for (int64_t i = 0; i < episodes; ++i) {
+    keys.push_back({model == nullptr ? "oracle" : "model", cd::kTaskName, mode, n, seed, i});
+  }
+  auto rows = eval::RunCodeDebugEpisodes(**agent, keys, threads);
+  if (!rows.ok()) return Fail("run", rows.status(), 1);
+  int passed = 0;
+  for (size_t i = 0; i < rows->size(); ++i) {
+    const eval::EpisodeRow& r = (*rows)[i];
+    passed += r.correct ? 1 : 0;
+    if (json) {
+      std::cout << DumpJson(r.record) << "\n";
+      continue;
+    }
+    std::cout << absl::StrFormat("episode %d: code_debug, mode %s, n %d, policy %s\n", i, mode, n,
+                                 model == nullptr ? "oracle" : "model");
+    for (const auto& step : r.record.value("steps", nlohmann::json::array())) {
+      std::cout << "$ " << step.value("command", "") << "\n" << step.value("observation", "");
+      const std::string obs = step.value("observation", "");
+      if (!obs.empty() && obs.back() != '\n') std::cout << "\n";
+    }
+    if (r.record.contains("error")) {
+      std::cout << "error: " << r.record.value("error", "") << "\n";
+    }
+    std::cout << absl::StrFormat(
+        "passed: %s | outcome %s | stop=%s | %d commands, %d runs, matches the expert: %s, "
+        "%.1f ms\n\n",
+        r.correct ? "yes" : "no",
+        r.record.contains("score") ? r.record["score"].value("outcome", "") : std::string("-"),
+        r.record.value("stop_reason", model == nullptr ? "expert" : "-"), r.tool_calls,
+        r.record.value("runs", 0), r.trajectory_match ? "yes" : "no", r.wall_ms);
+  }
+  if (!json && rows->size() > 1) {
+    std::cout << absl::StrFormat("passed: %d / %d\n", passed, rows->size());
+  }
+  return 0;
+}
 
 constexpr char kUsage[] =
     "usage: tapeloop run (--model DIR | --oracle) [--task addition] [--length 10] [--seed 0]\n"
@@ -33,10 +88,13 @@ constexpr char kUsage[] =
     "  --model DIR     HF-format checkpoint (config.json, model.safetensors, tokenizer.json)\n"
     "  --oracle        play the expert trajectory through the same loop and tools\n"
     "  --task          addition | multiplication (n x 2) | multiplication-n1 | "
-    "multiplication-n2\n"
-    "  --length N      operand length in digits (the first operand for multiplication)\n"
+    "multiplication-n2 |\n"
+    "                  code_debug (fix a generated program through the debugger)\n"
+    "  --length N      operand length in digits (the first operand for multiplication);\n"
+    "                  code_debug: the number of functions (2..1001)\n"
     "  --seed S        instance seed; episode i uses instance seed mix(S, i)\n"
-    "  --mode          pointer | calculator | cot | direct | direct-reversed\n"
+    "  --mode          pointer | calculator | cot | direct | direct-reversed;\n"
+    "                  code_debug: interactive (default) | single-turn\n"
     "  --training      draw instances from the training distribution (lengths U{1..N})\n"
     "  --temperature   sampling temperature for --model (0: greedy)\n"
     "  --max-tokens    generated-token budget per episode (default: 2x the expert's + 64)\n"
@@ -51,7 +109,8 @@ int RunRun(int argc, char** argv) {
   const std::string model_dir = args.String("model", "");
   const bool oracle = args.Bool("oracle");
   const std::string task_name = args.String("task", "addition");
-  const std::string mode_name = args.String("mode", "pointer");
+  const bool code_debug = task_name == cd::kTaskName;
+  const std::string mode_name = args.String("mode", code_debug ? "interactive" : "pointer");
   const bool json = args.Bool("json");
   const bool training = args.Bool("training");
   auto length = args.Int("length", 10);
@@ -60,9 +119,9 @@ int RunRun(int argc, char** argv) {
   auto parallel = args.Int("parallel", 8);
   auto max_tokens = args.Int("max-tokens", 0);
   auto temperature = args.Double("temperature", 0.0);
-  for (const absl::Status& s : {length.status(), seed.status(), episodes.status(),
-                                parallel.status(), max_tokens.status(), temperature.status(),
-                                args.Finish()}) {
+  for (const absl::Status& s :
+       {length.status(), seed.status(), episodes.status(), parallel.status(), max_tokens.status(),
+        temperature.status(), args.Finish()}) {
     if (!s.ok()) return Fail("run", s, 2);
   }
   if (oracle == !model_dir.empty()) {
@@ -70,16 +129,30 @@ int RunRun(int argc, char** argv) {
                 2);
   }
   if (*length < 1 || *length > 100'000) {
-    return Fail("run", absl::InvalidArgumentError(
-                           absl::StrCat("--length must be in 1..100000, got ", *length)),
-                2);
+    return Fail(
+        "run",
+        absl::InvalidArgumentError(absl::StrCat("--length must be in 1..100000, got ", *length)),
+        2);
   }
   if (*episodes < 1 || *parallel < 1) {
     return Fail("run", absl::InvalidArgumentError("--episodes and --parallel must be >= 1"), 2);
   }
-  auto task = tasks::FindTask(task_name);
+  if (code_debug) {
+    if (auto s = eval::ValidateCodeDebugCell(mode_name, {*length}); !s.ok()) {
+      return Fail("run", s, 2);
+    }
+    if (training || *temperature != 0) {
+      return Fail("run",
+                  absl::InvalidArgumentError(
+                      "--training / --temperature: code_debug episodes are greedy, on test "
+                      "instances"),
+                  2);
+    }
+  }
+  auto task = code_debug ? absl::StatusOr<const tasks::Task*>(nullptr) : tasks::FindTask(task_name);
   if (!task.ok()) return Fail("run", task.status(), 2);
-  auto mode = tasks::ParseMode(mode_name);
+  auto mode =
+      code_debug ? absl::StatusOr<tasks::Mode>(tasks::Mode::kPointer) : tasks::ParseMode(mode_name);
   if (!mode.ok()) return Fail("run", mode.status(), 2);
 
   std::unique_ptr<engine::Model> model;
@@ -91,8 +164,8 @@ int RunRun(int argc, char** argv) {
     if (std::filesystem::exists(tokenizer_path)) {
       if (auto t = Tokenizer::Load(tokenizer_path); !t.ok()) return Fail("run", t.status(), 2);
     } else {
-      std::cerr << "tapeloop run: warning: " << tokenizer_path
-                << " missing; assuming " << tokens::kVersion << "\n";
+      std::cerr << "tapeloop run: warning: " << tokenizer_path << " missing; assuming "
+                << tokens::kVersion << "\n";
     }
     auto loaded = engine::Model::Load(model_dir);
     if (!loaded.ok()) return Fail("run", loaded.status(), 2);
@@ -101,6 +174,10 @@ int RunRun(int argc, char** argv) {
     params.temperature = static_cast<float>(*temperature);
     if (auto s = engine::ValidateSamplingParams(params); !s.ok()) return Fail("run", s, 2);
     policy = std::make_unique<agents::EnginePolicy>(model.get(), params);
+  }
+  if (code_debug) {
+    return RunCodeDebug(model.get(), mode_name, *length, *seed, *episodes,
+                        static_cast<int>(*parallel), *max_tokens, json);
   }
 
   std::vector<agents::EpisodeSpec> specs;
@@ -123,8 +200,7 @@ int RunRun(int argc, char** argv) {
       continue;
     }
     std::cout << absl::StrFormat("episode %d: %s, mode %s, length %d, policy %s\n", i, r.task,
-                                 std::string(tasks::ModeName(r.mode)), r.instance.length,
-                                 r.policy);
+                                 std::string(tasks::ModeName(r.mode)), r.instance.length, r.policy);
     std::cout << agents::RenderTrajectory(r.trajectory, color);
     std::string answer;
     for (TokenId id : r.trajectory.Output()) answer += agents::Printable(id);
@@ -132,8 +208,7 @@ int RunRun(int argc, char** argv) {
         "answer: %s\nexpected: %s\nscore: exact=%s digit_accuracy=%.4f trajectory_exact=%s | "
         "stop=%s%s | generated %d tokens, %d tool steps, %.1f ms (policy %.1f ms, tools %.1f "
         "ms), peak session %d bytes\n\n",
-        answer, r.score.expected, r.score.exact ? "yes" : "no",
-        r.score.digit_accuracy,
+        answer, r.score.expected, r.score.exact ? "yes" : "no", r.score.digit_accuracy,
         r.score.trajectory_exact.has_value() ? (*r.score.trajectory_exact ? "yes" : "no") : "-",
         r.stop_reason, r.error.empty() ? "" : " (" + r.error + ")", r.generated_tokens,
         r.tool_steps, r.wall_ms, r.policy_ms, r.tool_ms, r.peak_session_bytes);
@@ -146,7 +221,8 @@ int RunRun(int argc, char** argv) {
 
 }  // namespace
 
-TAPELOOP_REGISTER_COMMAND("run", "run task episodes with a model or the oracle through the agent loop",
+TAPELOOP_REGISTER_COMMAND("run",
+                          "run task episodes with a model or the oracle through the agent loop",
                           RunRun);
 
 }  // namespace tapeloop::cli

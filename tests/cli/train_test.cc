@@ -1,6 +1,7 @@
-// `tapeloop train` run as a process: a short run on code_debug trajectories writes a checkpoint
-// the engine and the evaluator load, plays code_debug episodes with it through the debugger
-// (the agent eval), and records what it was trained on; an arithmetic run still works; bad
+// `tapeloop train` and `tapeloop run` on code_debug, run as processes: a short run on
+// code_debug trajectories writes a checkpoint the engine, the evaluator and `run` load, plays
+// code_debug episodes with it through the debugger (the agent eval), and records what it was
+// trained on; the oracle plays through `run` and passes; an arithmetic run still works; bad
 // task / mode / range flags exit 2 with a message naming the flag.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -101,6 +102,43 @@ TEST_F(TrainCliTest, CodeDebugRunWritesACheckpointThatPlaysAndEvaluates) {
                      (dir_ / "report").string()});
   ASSERT_EQ(e.code, 0) << e.err;
   EXPECT_NE((e.out + e.err).find("coder"), std::string::npos) << e.out << e.err;
+  // `tapeloop run` plays it too: one JSON record per episode, each with why it ended.
+  Result run = RunCli({"run", "--model", out, "--task", "code_debug", "--length", "3", "--episodes",
+                       "2", "--seed", "4", "--json"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  int records = 0;
+  for (absl::string_view line : absl::StrSplit(run.out, '\n', absl::SkipEmpty())) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    EXPECT_EQ(j.value("task", ""), "code_debug") << line;
+    EXPECT_EQ(j.value("n", 0), 3) << line;
+    EXPECT_FALSE(j.value("stop_reason", "").empty()) << line;
+    ++records;
+  }
+  EXPECT_EQ(records, 2) << run.out;
+}
+
+TEST_F(TrainCliTest, RunPlaysCodeDebugWithTheOracleAndRefusesBadFlags) {
+  Result r = RunCli({"run", "--oracle", "--task", "code_debug", "--length", "6", "--mode",
+                     "single-turn", "--episodes", "3", "--seed", "2"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("$ ls\n"), std::string::npos) << r.out.substr(0, 500);
+  EXPECT_NE(r.out.find("passed: 3 / 3"), std::string::npos) << r.out.substr(r.out.size() - 300);
+  r = RunCli({"run", "--oracle", "--task", "code_debug", "--length", "4"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("$ run\n"), std::string::npos);
+  EXPECT_NE(r.out.find("passed: yes"), std::string::npos);
+  for (const auto& bad : std::vector<std::vector<std::string>>{
+           {"--length", "1"}, {"--mode", "pointer"}, {"--temperature", "0.5"}, {"--training"}}) {
+    std::vector<std::string> args = {"run", "--oracle", "--task", "code_debug"};
+    args.insert(args.end(), bad.begin(), bad.end());
+    Result b = RunCli(args);
+    EXPECT_EQ(b.code, 2) << bad[0] << ": " << b.err;
+    EXPECT_NE(b.err.find(bad[0] == "--length" ? "length 1"
+                         : bad[0] == "--mode" ? "pointer"
+                                              : bad[0]),
+              std::string::npos)
+        << b.err;
+  }
 }
 
 TEST_F(TrainCliTest, AnArithmeticRunStillTrainsAndRecordsItsLength) {
