@@ -55,17 +55,8 @@ class SameBlasKernels {
   std::optional<std::string> saved_;
 };
 
-struct Result {
-  int code;
-  std::string out, err;
-};
-
-Result RunCli(std::vector<std::string> args) {
-  args.insert(args.begin(), TapeloopBinary());
-  Process p(args);
-  const int code = p.Finish(std::chrono::seconds(300));
-  return {code, p.all_stdout(), p.stderr_text()};
-}
+using Result = testing::CliResult;
+using testing::RunCli;
 
 std::string Bundled(const std::string& name) {
   return std::string(TAPELOOP_SOURCE_DIR) + "/models/" + name;

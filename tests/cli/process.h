@@ -140,6 +140,21 @@ class Process {
   std::string stdout_, stderr_, seen_;
 };
 
+// A finished `tapeloop` run: exit code (-1 if it was killed at the timeout), stdout, stderr.
+struct CliResult {
+  int code;
+  std::string out, err;
+};
+
+// Runs `tapeloop ARGS...` to completion (killed after `timeout`).
+inline CliResult RunCli(std::vector<std::string> args,
+                        std::chrono::seconds timeout = std::chrono::seconds(300)) {
+  args.insert(args.begin(), TapeloopBinary());
+  Process p(args);
+  const int code = p.Finish(timeout);
+  return {code, p.all_stdout(), p.stderr_text()};
+}
+
 }  // namespace tapeloop::testing
 
 #endif  // TAPELOOP_TESTS_CLI_PROCESS_H_

@@ -24,16 +24,10 @@ namespace fs = std::filesystem;
 using testing::Process;
 using testing::TapeloopBinary;
 
-struct Result {
-  int code;
-  std::string out, err;
-};
+using Result = testing::CliResult;
 
 Result RunCli(std::vector<std::string> args) {
-  args.insert(args.begin(), TapeloopBinary());
-  Process p(args);
-  const int code = p.Finish(std::chrono::seconds(600));
-  return {code, p.all_stdout(), p.stderr_text()};
+  return testing::RunCli(std::move(args), std::chrono::seconds(600));
 }
 
 nlohmann::json ReadJson(const fs::path& path) {

@@ -14,6 +14,7 @@
 #include "eval/runner.h"
 #include "store/database.h"
 #include "tasks/task.h"
+#include "tests/engine/test_util.h"
 
 namespace tapeloop::eval {
 namespace {
@@ -353,20 +354,11 @@ TEST_F(CodeDebugRunTest, BadCodeDebugOptionsAreRefused) {
 // every episode ends (by its first bad token, at the latest at the token or step limit), is
 // scored and stored, and the same instance gives the same episode (greedy decoding).
 TEST_F(CodeDebugRunTest, AModelCheckpointPlaysThroughTheEngineAndIsStoredAndReported) {
-  engine::ModelConfig c;
-  c.family = engine::Family::kMamba2;
-  c.vocab_size = tokens::kVocabSize;
-  c.hidden_size = 32;
+  engine::ModelConfig c = engine::testing::TinyConfig(engine::Family::kMamba2);
+  c.vocab_size = tokens::kVocabSize;  // tapeloop-tokens-v1, as EnginePolicy requires
+  c.bos_token_id = tokens::kBos;
+  c.eos_token_id = tokens::kEos;
   c.initializer_range = 0.5f;
-  c.tie_word_embeddings = true;
-  c.num_hidden_layers = 2;
-  c.mamba_num_heads = 4;
-  c.mamba_head_dim = 16;
-  c.ssm_state_size = 8;
-  c.n_groups = 1;
-  c.chunk_size = 16;
-  c.gated_norm_group_size = 64;
-  c.dt_max = INFINITY;
   auto model = engine::Model::RandomInit(c, 5);
   ASSERT_TRUE(model.ok()) << model.status();
   const std::string path = (dir_ / "random-coder").string();
