@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "engine/train/row_math.h"
+#include "engine/train/vec16.h"
 #include "engine/train/vec_math.h"
 
 #define TAPELOOP_SSD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -43,16 +44,6 @@ inline void DecayMatrix(const float* decay, int64_t q, float* Em, float* cum) {
 // tail: the same per-element expressions (and so, per target, the same contraction of
 // dg + m dt into one fused multiply-add where the target has one) in every lane and the tail,
 // where an auto-vectorized loop's shorter epilogues were not contracted alike.
-typedef float V16 __attribute__((vector_size(16 * sizeof(float))));
-__attribute__((always_inline)) inline V16 Load16(const float* p) {
-  V16 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-__attribute__((always_inline)) inline void Store16(float* p, V16 v) {
-  std::memcpy(p, &v, sizeof(v));
-}
-
 inline void DecayProductGradRow(const float* dw, const float* g, const float* dt, int64_t q,
                                 float* em, float* w, float* dg) {
   int64_t j = 0;
@@ -72,14 +63,16 @@ inline void DecayProductGradRow(const float* dw, const float* g, const float* dt
 }
 
 // The same backward row with its sums instead of the two rewritten rows (the batched path): with
-// M = dw o em o g and X = dw o w (row i of dW o Em o G and of dW o W), col_m += M, col_x += X,
-// and the row's sum of X returned. Only the first n entries are read (the rest of a lower-
-// triangular row are zeros, which leave dg and the sums unchanged).
+// M = dw o em o g and X = dw o w (row i of dW o Em o G and of dW o W), col_m += M, col_x += X.
+// The row's sum of X is left in two parts: lanes[0..16) the 16 lane sums of its whole vectors,
+// and the returned sum of the scalar tail; RowSums16 finishes it as (lanes[0] + ... + lanes[15])
+// + tail, in that order, 16 rows at a time. Only the first n entries are read (the rest of a
+// lower-triangular row are zeros, which leave dg and the sums unchanged).
 __attribute__((always_inline)) inline float DecayProductGradRowSums(const float* dw, const float* g,
                                                                     const float* dt, int64_t n,
                                                                     const float* em, const float* w,
                                                                     float* dg, float* col_m,
-                                                                    float* col_x) {
+                                                                    float* col_x, float* lanes) {
   V16 acc = {};
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) {
@@ -100,16 +93,59 @@ __attribute__((always_inline)) inline float DecayProductGradRowSums(const float*
     col_x[j] += x;
     tail += x;
   }
-  float sum = 0;
-  for (int k = 0; k < 16; ++k) sum += acc[k];
-  return sum + tail;
+  Store16(lanes, acc);
+  return tail;
+}
+
+// sums[i] = (lanes[i][0] + lanes[i][1] + ... + lanes[i][15]) + tails[i] for i < q, each row's
+// adds in that order (a row at a time that is a chain of 16 dependent adds; here 16 rows' chains
+// run side by side in the lanes of one vector).
+__attribute__((always_inline)) inline void RowSums16(const float* lanes, const float* tails,
+                                                     int64_t q, float* sums) {
+  int64_t i = 0;
+  for (; i + 16 <= q; i += 16) {
+    V16 r[16];
+    for (int k = 0; k < 16; ++k) r[k] = Load16(lanes + (i + k) * 16);
+    Transpose16(r);
+    V16 sum = {};
+    for (int k = 0; k < 16; ++k) sum += r[k];
+    Store16(sums + i, sum + Load16(tails + i));
+  }
+  for (; i < q; ++i) {
+    float sum = 0;
+    for (int k = 0; k < 16; ++k) sum += lanes[i * 16 + k];
+    sums[i] = sum + tails[i];
+  }
+}
+
+// xT[p, k] = x[k, p] for p < 16, k < ldt (row k of x at x + k * ldx; zeros for k >= q),
+// ldt = RoundUp16(q); xT's rows at xT + p * ldt.
+__attribute__((always_inline)) inline void TransposeColumns16(const float* x, int64_t ldx,
+                                                              int64_t q, int64_t ldt, float* xT) {
+  for (int64_t k0 = 0; k0 < ldt; k0 += 16) {
+    V16 r[16];
+    for (int k = 0; k < 16; ++k) r[k] = k0 + k < q ? Load16(x + (k0 + k) * ldx) : V16{};
+    Transpose16(r);
+    for (int p = 0; p < 16; ++p) Store16(xT + p * ldt + k0, r[p]);
+  }
 }
 
 // DecayMatrix's values (the same products in the same order) for the batched path, 16 columns
-// at a time in a register: row i's block is row i-1's times decay[i], with the diagonal set to 1
-// (DecayMatrix's row loop waits on the previous row's stores).
-__attribute__((always_inline)) inline void DecayMatrixVec(const float* decay, int64_t q, float* Em,
-                                                          float* cum) {
+// at a time in a register (row i's block is row i-1's times decay[i], with the diagonal set to 1;
+// DecayMatrix's row loop waits on the previous row's stores), fused with the product that uses
+// them: one pass over the q x q block instead of three (the same products, each in the same
+// order, so the same bits):
+//   forward (kBackward = false): W = Em o (G o dt) (the forward's rounding since the per-head
+//     code), and wv[s] = Em[q-1, s] dt_s; Em itself is not stored.
+//   backward (kBackward = true): Em, and W = (Em o G) o dt (the backward's rounding).
+// Blocks of 16 columns wholly above the diagonal are stored as zeros only when zero_upper (the
+// Gemm path reads them; the vector loops read rows only to the end of their diagonal block).
+// Em's entries there are exact zeros, so W's are zeros up to their sign.
+template <bool kBackward>
+__attribute__((always_inline)) inline void DecayWeightsVec(const float* decay, const float* G,
+                                                           const float* dt, int64_t q,
+                                                           bool zero_upper, float* Em, float* W,
+                                                           float* cum, float* wv) {
   float run = 1.f;
   for (int64_t i = 0; i < q; ++i) cum[i] = (run *= decay[i]);
   V16 lane;
@@ -117,15 +153,42 @@ __attribute__((always_inline)) inline void DecayMatrixVec(const float* decay, in
   const V16 one = V16{} + 1.f;
   for (int64_t jb = 0; jb < q; jb += 16) {
     const int64_t nj = std::min<int64_t>(16, q - jb);
-    for (int64_t i = 0; i < jb; ++i) std::fill(Em + i * q + jb, Em + i * q + jb + nj, 0.f);
+    for (int64_t i = 0; zero_upper && i < jb; ++i) {
+      std::fill(W + i * q + jb, W + i * q + jb + nj, 0.f);
+      if (kBackward) std::fill(Em + i * q + jb, Em + i * q + jb + nj, 0.f);
+    }
+    V16 dtv = {};
+    if (nj == 16) {
+      dtv = Load16(dt + jb);
+    } else {
+      std::memcpy(&dtv, dt + jb, sizeof(float) * nj);
+    }
     V16 v = {};
     for (int64_t i = jb; i < q; ++i) {
       v = v * decay[i];
       if (i < jb + 16) v = lane == static_cast<float>(i - jb) ? one : v;
+      V16 g = {};
       if (nj == 16) {
-        Store16(Em + i * q + jb, v);
+        g = Load16(G + i * q + jb);
       } else {
-        std::memcpy(Em + i * q + jb, &v, sizeof(float) * nj);
+        std::memcpy(&g, G + i * q + jb, sizeof(float) * nj);
+      }
+      V16 w;
+      if (kBackward) {
+        w = v * g * dtv;
+      } else {
+        w = v * (g * dtv);
+      }
+      if (nj == 16) {
+        Store16(W + i * q + jb, w);
+        if (kBackward) Store16(Em + i * q + jb, v);
+      } else {
+        std::memcpy(W + i * q + jb, &w, sizeof(float) * nj);
+        if (kBackward) std::memcpy(Em + i * q + jb, &v, sizeof(float) * nj);
+      }
+      if (!kBackward && i == q - 1) {
+        const V16 l = v * dtv;
+        std::memcpy(wv + jb, &l, sizeof(float) * nj);
       }
     }
   }
@@ -273,15 +336,111 @@ __attribute__((always_inline)) inline void LowerTriOuter(const float* dy, int64_
   }
 }
 
+// SsdProduct (ssd.h) on 16-float vectors: tiles of 4 rows x 64 columns or 8 rows x 16 columns
+// of accumulators (independent chains side by side); `acc += a * b` is contracted into one
+// fused multiply-add in the AVX-512 clone, as OpenBLAS's kernel computes it.
+constexpr int64_t kProductMaxK = kSsdProductMaxK;
+
+template <int MR, int NV>
+__attribute__((always_inline)) inline void ProductTile(const float* A, int64_t sai, int64_t sak,
+                                                       const float* B, int64_t ldb, int64_t K,
+                                                       int64_t ncols, bool accumulate, float* Cm,
+                                                       int64_t ldc) {
+  V16 acc[MR][NV] = {};
+  for (int64_t k = 0; k < K; ++k) {
+    V16 b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = Load16(B + k * ldb + 16 * v);
+    for (int r = 0; r < MR; ++r) {
+      const float a = A[r * sai + k * sak];
+      for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) {
+      float* c = Cm + r * ldc + 16 * v;
+      const int64_t nw = std::min<int64_t>(16, ncols - 16 * v);
+      if (nw == 16) {
+        Store16(c, accumulate ? Load16(c) + acc[r][v] : acc[r][v]);
+      } else if (nw > 0) {
+        V16 old = {};
+        if (accumulate) std::memcpy(&old, c, sizeof(float) * nw);
+        const V16 out = accumulate ? old + acc[r][v] : acc[r][v];
+        std::memcpy(c, &out, sizeof(float) * nw);
+      }
+    }
+}
+
+__attribute__((always_inline)) inline void Product(int64_t M, int64_t Nc, int64_t K, const float* A,
+                                                   int64_t sai, int64_t sak, const float* B,
+                                                   int64_t ldb, bool accumulate, float* Cm,
+                                                   int64_t ldc) {
+  int64_t j = 0;
+  for (; j + 64 <= Nc; j += 64) {
+    int64_t i = 0;
+    for (; i + 4 <= M; i += 4)
+      ProductTile<4, 4>(A + i * sai, sai, sak, B + j, ldb, K, 64, accumulate, Cm + i * ldc + j,
+                        ldc);
+    for (; i < M; ++i)
+      ProductTile<1, 4>(A + i * sai, sai, sak, B + j, ldb, K, 64, accumulate, Cm + i * ldc + j,
+                        ldc);
+  }
+  for (; j < Nc; j += 16) {
+    const int64_t nc = std::min<int64_t>(16, Nc - j);
+    int64_t i = 0;
+    for (; i + 8 <= M; i += 8)
+      ProductTile<8, 1>(A + i * sai, sai, sak, B + j, ldb, K, nc, accumulate, Cm + i * ldc + j,
+                        ldc);
+    for (; i < M; ++i)
+      ProductTile<1, 1>(A + i * sai, sai, sak, B + j, ldb, K, nc, accumulate, Cm + i * ldc + j,
+                        ldc);
+  }
+}
+
+// dD[h] += sum_{i < q, p < P} dy[i, h P + p] x[i, h P + p], each head's sum taken in (i, p)
+// order from 0 as the per-head loop does, but eight heads' chains side by side: one chain of
+// q P dependent adds per head was ~3% of a ~1M training step.
+__attribute__((always_inline)) inline void SkipGrad(const float* dy, int64_t ldy, const float* x,
+                                                    int64_t ldx, int64_t q, int64_t H, int64_t P,
+                                                    float* dD) {
+  constexpr int kHeads = 8;
+  int64_t h0 = 0;
+  for (; h0 + kHeads <= H; h0 += kHeads) {
+    float acc[kHeads] = {};
+    for (int64_t i = 0; i < q; ++i) {
+      const float* dyr = dy + i * ldy + h0 * P;
+      const float* xr = x + i * ldx + h0 * P;
+      for (int64_t p = 0; p < P; ++p)
+        for (int r = 0; r < kHeads; ++r) acc[r] += dyr[r * P + p] * xr[r * P + p];
+    }
+    for (int r = 0; r < kHeads; ++r) dD[h0 + r] += acc[r];
+  }
+  for (; h0 < H; ++h0) {
+    float acc = 0;
+    for (int64_t i = 0; i < q; ++i) {
+      const float* dyr = dy + i * ldy + h0 * P;
+      const float* xr = x + i * ldx + h0 * P;
+      for (int64_t p = 0; p < P; ++p) acc += dyr[p] * xr[p];
+    }
+    dD[h0] += acc;
+  }
+}
+
 }  // namespace
+
+TAPELOOP_SSD_CLONES void SsdProduct(int64_t M, int64_t Nc, int64_t K, const float* A, int64_t sai,
+                                    int64_t sak, const float* B, int64_t ldb, bool accumulate,
+                                    float* Cm, int64_t ldc) {
+  Product(M, Nc, K, A, sai, sak, B, ldb, accumulate, Cm, ldc);
+}
 
 int64_t SsdScratchSize(const SsdDims& d) {
   const int64_t Q = d.Q, M = std::max(d.P, d.N);
   // The per-head versions use the first 6 Q^2 + 4 Q M + 8 Q + 2 H P N floats; the batched ones
-  // fewer of those plus four [Q, di] blocks, dW's rows padded to whole vectors (16 Q) and x^T
-  // [P, RoundUp16(Q)].
+  // fewer of those plus four [Q, di] blocks, dW's rows padded to whole vectors (16 Q), x^T
+  // [P, RoundUp16(Q)], the row sums' lanes and tails (17 Q), and B^T [N, RoundUp16(Q)], S_in^T
+  // and dS^T [N, di] for Product.
   return 6 * Q * Q + 4 * Q * M + 8 * Q + 2 * d.H * d.P * d.N + 4 * Q * d.di() + 16 * Q +
-         d.P * RoundUp16(Q);
+         d.P * RoundUp16(Q) + 17 * Q + d.N * RoundUp16(Q) + 2 * d.N * d.di();
 }
 
 // ---- The batched fast path ----
@@ -298,23 +457,38 @@ TAPELOOP_SSD_CLONES void SsdForward(const SsdDims& d, const float* xbc, const fl
   float* cs = wv + Q;        // [Q, di]  C S_in^T, all heads
   float* xw = cs + Q * di;   // [Q, di]  x o wv, all heads
   const bool vec = P % 16 == 0;
+  // Product in place of Gemm (N, Q <= kProductMaxK: di is not a K here); for the products of
+  // depth N (C B^T, C S_in^T) only with N = 16 (ssd.h).
+  const bool prod = vec && N % 16 == 0 && N <= kProductMaxK && Q <= kProductMaxK;
+  const bool prod_nt = prod && N == 16;
+  float* BT = xw + Q * di;              // [N, RoundUp16(Q)]  B^T (prod)
+  float* SinT = BT + N * RoundUp16(Q);  // [N, di]  S_in^T (prod)
   for (int64_t c = 0; c < d.nch(); ++c) {
     const int64_t t0 = c * Q, q = std::min(Q, T - t0);
     const float* Bc = xbc + t0 * C + di;
     const float* Cc = Bc + N;
     const float* Sin = S + c * HPN;  // [di, N]
     float* Sout = S + (c + 1) * HPN;
-    Gemm(false, true, q, q, N, 1.f, Cc, C, Bc, C, 0.f, G, q);
     const bool state_in = has_init || c > 0;
-    if (state_in) Gemm(false, true, q, di, N, 1.f, Cc, C, Sin, N, 0.f, cs, di);
+    if (prod_nt) {
+      const int64_t ldt = RoundUp16(q);
+      for (int64_t n = 0; n < N; n += 16) TransposeColumns16(Bc + n, C, q, ldt, BT + n * ldt);
+      Product(q, q, N, Cc, C, 1, BT, ldt, false, G, q);
+      if (state_in) {
+        for (int64_t n = 0; n < N; n += 16) TransposeColumns16(Sin + n, N, di, di, SinT + n * di);
+        Product(q, di, N, Cc, C, 1, SinT, di, false, cs, di);
+      }
+    } else {
+      Gemm(false, true, q, q, N, 1.f, Cc, C, Bc, C, 0.f, G, q);
+      if (state_in) Gemm(false, true, q, di, N, 1.f, Cc, C, Sin, N, 0.f, cs, di);
+    }
     for (int64_t h = 0; h < H; ++h) {
       const float a = -std::exp(a_log[h]);
       const float* dtc = dtT + h * T + t0;
       for (int64_t i = 0; i < q; ++i) decay[i] = dtc[i] * a;
       ExpInPlace(decay, q);
-      DecayMatrixVec(decay, q, W, cum);
-      const float* last = W + (q - 1) * q;
-      for (int64_t s = 0; s < q; ++s) wv[s] = last[s] * dtc[s];
+      // W = Em o G o dt (upper triangle 0) and wv = Em[q-1, :] o dt.
+      DecayWeightsVec<false>(decay, G, dtc, q, !vec, nullptr, W, cum, wv);
       const float* xh = xbc + t0 * C + h * P;
       for (int64_t s = 0; s < q; ++s) {
         const float w = wv[s];
@@ -327,12 +501,6 @@ TAPELOOP_SSD_CLONES void SsdForward(const SsdDims& d, const float* xbc, const fl
       const float* sin_h = Sin + h * P * N;
       float* sout_h = Sout + h * P * N;
       for (int64_t k = 0; k < P * N; ++k) sout_h[k] = state_in ? eL * sin_h[k] : 0.f;
-      // W = Em * G * dt_j (upper triangle stays 0).
-      for (int64_t i = 0; i < q; ++i) {
-        float* __restrict wr = W + i * q;
-        const float* __restrict gr = G + i * q;
-        for (int64_t j = 0; j < q; ++j) wr[j] *= gr[j] * dtc[j];
-      }
       float* yh = y + t0 * di + h * P;
       if (vec) {
         LowerTriTimes(W, q, xh, C, P, yh, di);
@@ -354,7 +522,11 @@ TAPELOOP_SSD_CLONES void SsdForward(const SsdDims& d, const float* xbc, const fl
         for (int64_t p = 0; p < P; ++p) yr[p] += Dh * xr[p];
       }
     }
-    Gemm(true, false, di, N, q, 1.f, xw, di, Bc, C, 1.f, Sout, N);
+    if (prod) {
+      Product(di, N, q, xw, 1, di, Bc, C, true, Sout, N);
+    } else {
+      Gemm(true, false, di, N, q, 1.f, xw, di, Bc, C, 1.f, Sout, N);
+    }
   }
 }
 
@@ -373,17 +545,27 @@ TAPELOOP_SSD_CLONES void SsdBackward(const SsdDims& d, const float* xbc, const f
   float* cum = decay + Q;
   float* dlc = cum + Q;
   float* wv = dlc + Q;
-  float* bds = wv + Q;          // [Q, di]  B dS^T, all heads
-  float* cs = bds + Q * di;     // [Q, di]  C S_in^T, all heads
-  float* xw = cs + Q * di;      // [Q, di]  x o wv, all heads
-  float* dye = xw + Q * di;     // [Q, di]  dy o cum, all heads
-  float* dS = dye + Q * di;     // [H, P, N]: d loss / d state leaving the current chunk
-  float* dSprev = dS + HPN;     // [H, P, N]: d loss / d state entering it
-  float* col_m = dSprev + HPN;  // [Q] column sums of dW o Em o G
-  float* col_x = col_m + Q;     // [Q] column sums of dW o W
-  float* row_x = col_x + Q;     // [Q] row sums of dW o W
-  float* xT = row_x + Q;        // [P, ldt]: the head's x transposed (vector path)
+  float* bds = wv + Q;                   // [Q, di]  B dS^T, all heads
+  float* cs = bds + Q * di;              // [Q, di]  C S_in^T, all heads
+  float* xw = cs + Q * di;               // [Q, di]  x o wv, all heads
+  float* dye = xw + Q * di;              // [Q, di]  dy o cum, all heads
+  float* dS = dye + Q * di;              // [H, P, N]: d loss / d state leaving the current chunk
+  float* dSprev = dS + HPN;              // [H, P, N]: d loss / d state entering it
+  float* col_m = dSprev + HPN;           // [Q] column sums of dW o Em o G
+  float* col_x = col_m + Q;              // [Q] column sums of dW o W
+  float* row_x = col_x + Q;              // [Q] row sums of dW o W
+  float* xT = row_x + Q;                 // [P, ldt]: the head's x transposed (vector path)
+  float* lanes = xT + P * RoundUp16(Q);  // [Q, 16] row sums of dW o W by lane
+  float* tails = lanes + 16 * Q;         // [Q] and of their scalar tails
+  float* BT = tails + Q;                 // [N, RoundUp16(Q)]  B^T (prod)
+  float* SinT = BT + N * RoundUp16(Q);   // [N, di]  S_in^T (prod)
+  float* dST = SinT + N * di;            // [N, di]  dS^T (prod)
   const bool vec = P % 16 == 0;
+  // Product in place of Gemm (di is a K in the products after the head loop; the products of
+  // depth N only with N = 16, ssd.h).
+  const bool prod = vec && N % 16 == 0 && N <= kProductMaxK && Q <= kProductMaxK;
+  const bool prod_nt = prod && N == 16;
+  const bool prod_di = prod && di <= kProductMaxK;
   std::fill(dS, dS + HPN, 0.f);
   for (int64_t c = d.nch() - 1; c >= 0; --c) {
     const int64_t t0 = c * Q, q = std::min(Q, T - t0);
@@ -392,47 +574,48 @@ TAPELOOP_SSD_CLONES void SsdBackward(const SsdDims& d, const float* xbc, const f
     float* dBc = dxbc + t0 * C + di;
     float* dCc = dBc + N;
     const float* Sin = S + c * HPN;
-    Gemm(false, true, q, q, N, 1.f, Cc, C, Bc, C, 0.f, G, q);
     std::fill(dG, dG + q * q, 0.f);
     const bool state_in = has_init || c > 0;
     const bool state_grad = c < d.nch() - 1;
-    if (state_grad) Gemm(false, true, q, di, N, 1.f, Bc, C, dS, N, 0.f, bds, di);
-    if (state_in) Gemm(false, true, q, di, N, 1.f, Cc, C, Sin, N, 0.f, cs, di);
+    if (prod_nt) {
+      const int64_t ldt = RoundUp16(q);
+      for (int64_t n = 0; n < N; n += 16) TransposeColumns16(Bc + n, C, q, ldt, BT + n * ldt);
+      Product(q, q, N, Cc, C, 1, BT, ldt, false, G, q);
+      if (state_grad) {
+        for (int64_t n = 0; n < N; n += 16) TransposeColumns16(dS + n, N, di, di, dST + n * di);
+        Product(q, di, N, Bc, C, 1, dST, di, false, bds, di);
+      }
+      if (state_in) {
+        for (int64_t n = 0; n < N; n += 16) TransposeColumns16(Sin + n, N, di, di, SinT + n * di);
+        Product(q, di, N, Cc, C, 1, SinT, di, false, cs, di);
+      }
+    } else {
+      Gemm(false, true, q, q, N, 1.f, Cc, C, Bc, C, 0.f, G, q);
+      if (state_grad) Gemm(false, true, q, di, N, 1.f, Bc, C, dS, N, 0.f, bds, di);
+      if (state_in) Gemm(false, true, q, di, N, 1.f, Cc, C, Sin, N, 0.f, cs, di);
+    }
+    SkipGrad(dy + t0 * di, di, xbc + t0 * C, C, q, H, P, dD);
     for (int64_t h = 0; h < H; ++h) {
       const float a = -std::exp(a_log[h]);
       const float* dtc = dtT + h * T + t0;
       float* ddtc = ddtT + h * T + t0;
       for (int64_t i = 0; i < q; ++i) decay[i] = dtc[i] * a;
       ExpInPlace(decay, q);
-      DecayMatrixVec(decay, q, Em, cum);
-      for (int64_t i = 0; i < q; ++i) {
-        float* __restrict wr = W + i * q;
-        const float* __restrict er = Em + i * q;
-        const float* __restrict gr = G + i * q;
-        for (int64_t j = 0; j < q; ++j) wr[j] = er[j] * gr[j] * dtc[j];
-      }
+      DecayWeightsVec<true>(decay, G, dtc, q, !vec, Em, W, cum, nullptr);  // Em; W = Em o G o dt
       const float* xh = xbc + t0 * C + h * P;
       float* dxh = dxbc + t0 * C + h * P;
       const float* dyh = dy + t0 * di + h * P;
-      // D skip.
+      // D skip (dD for all heads before the loop).
       const float Dh = dskip[h];
-      float dDh = 0;
       for (int64_t i = 0; i < q; ++i) {
         const float* dyr = dyh + i * di;
-        const float* xr = xh + i * C;
         float* dxr = dxh + i * C;
-        for (int64_t p = 0; p < P; ++p) dDh += dyr[p] * xr[p];
         for (int64_t p = 0; p < P; ++p) dxr[p] += Dh * dyr[p];
       }
-      dD[h] += dDh;
       // Intra-chunk: y = W x.
       if (vec) {
         const int64_t ldt = RoundUp16(q);
-        for (int64_t p = 0; p < P; ++p) {
-          float* tr = xT + p * ldt;
-          for (int64_t k = 0; k < q; ++k) tr[k] = xh[k * C + p];
-          for (int64_t k = q; k < ldt; ++k) tr[k] = 0.f;
-        }
+        for (int64_t p = 0; p < P; p += 16) TransposeColumns16(xh + p, C, q, ldt, xT + p * ldt);
         LowerTriOuter(dyh, di, xT, ldt, q, P, dW, ldw);
         LowerTriTransposedTimesAdd(W, q, dyh, di, P, dxh, C);
       } else {
@@ -493,9 +676,10 @@ TAPELOOP_SSD_CLONES void SsdBackward(const SsdDims& d, const float* xbc, const f
       std::fill(col_x, col_x + q, 0.f);
       for (int64_t i = 0; i < q; ++i) {
         const int64_t n = std::min(q, (i + 16) & ~int64_t{15});
-        row_x[i] = DecayProductGradRowSums(dW + i * ldw, G + i * q, dtc, n, Em + i * q, W + i * q,
-                                           dG + i * q, col_m, col_x);
+        tails[i] = DecayProductGradRowSums(dW + i * ldw, G + i * q, dtc, n, Em + i * q, W + i * q,
+                                           dG + i * q, col_m, col_x, lanes + 16 * i);
       }
+      RowSums16(lanes, tails, q, row_x);
       for (int64_t j = 0; j < q; ++j) {
         ddtc[j] += col_m[j];
         dlc[j] += row_x[j];
@@ -512,13 +696,32 @@ TAPELOOP_SSD_CLONES void SsdBackward(const SsdDims& d, const float* xbc, const f
       da_log[h] += da * a;
     }
     // The products over all heads' columns.
-    if (state_grad) Gemm(false, false, q, N, di, 1.f, xw, di, dS, N, 1.f, dBc, C);
-    if (state_in) {
-      Gemm(false, false, q, N, di, 1.f, dye, di, Sin, N, 1.f, dCc, C);
-      Gemm(true, false, di, N, q, 1.f, dye, di, Cc, C, 1.f, dSprev, N);
+    if (state_grad) {
+      if (prod_di) {
+        Product(q, N, di, xw, di, 1, dS, N, true, dBc, C);
+      } else {
+        Gemm(false, false, q, N, di, 1.f, xw, di, dS, N, 1.f, dBc, C);
+      }
     }
-    Gemm(false, false, q, N, q, 1.f, dG, q, Bc, C, 1.f, dCc, C);
-    Gemm(true, false, q, N, q, 1.f, dG, q, Cc, C, 1.f, dBc, C);
+    if (state_in) {
+      if (prod_di) {
+        Product(q, N, di, dye, di, 1, Sin, N, true, dCc, C);
+      } else {
+        Gemm(false, false, q, N, di, 1.f, dye, di, Sin, N, 1.f, dCc, C);
+      }
+      if (prod) {
+        Product(di, N, q, dye, 1, di, Cc, C, true, dSprev, N);
+      } else {
+        Gemm(true, false, di, N, q, 1.f, dye, di, Cc, C, 1.f, dSprev, N);
+      }
+    }
+    if (prod) {
+      Product(q, N, q, dG, q, 1, Bc, C, true, dCc, C);
+      Product(q, N, q, dG, 1, q, Cc, C, true, dBc, C);
+    } else {
+      Gemm(false, false, q, N, q, 1.f, dG, q, Bc, C, 1.f, dCc, C);
+      Gemm(true, false, q, N, q, 1.f, dG, q, Cc, C, 1.f, dBc, C);
+    }
     std::swap(dS, dSprev);
   }
 }

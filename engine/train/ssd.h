@@ -14,8 +14,9 @@
 //     heads [q, di]; the state update (x o w)^T B for all heads [di, N]; in the backward B dS^T,
 //     (x o w) dS, (dy o cum) S_in, (dy o cum)^T C). Only y_h = W_h x_h and its two gradient
 //     products stay per head: for head dims that are multiples of 16 as 16-float vector loops over
-//     W's lower triangle only (else Gemm). 3 sgemm calls per chunk forward, 8 backward (with
-//     P % 16 != 0: H+3 and 2H+8).
+//     W's lower triangle only (else Gemm). The products over all heads run as SsdProduct (below)
+//     when P and N are multiples of 16 and their depths at most kSsdProductMaxK, else as sgemm
+//     (3 calls per chunk forward, 8 backward; with P % 16 != 0: H+3 and 2H+8).
 //   SsdForwardPerHead / SsdBackwardPerHead: the plain reference, every product per head (3H+1
 //     forward, ~6H+3 backward): the code the trainer used before the batched form.
 // They agree to float rounding, not bit for bit (OpenBLAS's result for one output element
@@ -59,6 +60,21 @@ void SsdBackward(const SsdDims& d, const float* xbc, const float* dtT, const flo
 void SsdBackwardPerHead(const SsdDims& d, const float* xbc, const float* dtT, const float* a_log,
                         const float* dskip, const float* S, const float* dy, float* dxbc,
                         float* ddtT, float* da_log, float* dD, float* scratch, bool has_init);
+
+// The batched path's small products over all heads' columns, exposed for their test:
+//   Cm[i, j] = (accumulate ? Cm[i, j] : 0) + sum_{k < K} A[i sai + k sak] B[k ldb + j]
+// for i < M, j < Nc (row strides ldb, ldc; B readable to RoundUp16(Nc) columns per row), each sum
+// a chain of fused multiply-adds from 0 in k order on AVX-512 (plain multiply-adds elsewhere),
+// then added to Cm. On AVX-512 with OpenBLAS's SkylakeX kernels that is what sgemm computes for
+// each element of these shapes (checked by Ssd.ProductMatchesSgemm) while K is within its block
+// depth (at least kSsdProductMaxK); not for A B^T (sgemm's NT form) deeper than 16, where its
+// small-matrix kernel sums in another order. So SsdForward / SsdBackward call this in place of
+// sgemm, for N and P multiples of 16, K <= kSsdProductMaxK, and their NT products (C B^T, C
+// S_in^T, B dS^T, of depth N) only with N = 16, with the same results bit for bit and without
+// sgemm's packing and zeroing of these 64 x 16 x 256-sized products.
+constexpr int64_t kSsdProductMaxK = 256;
+void SsdProduct(int64_t M, int64_t Nc, int64_t K, const float* A, int64_t sai, int64_t sak,
+                const float* B, int64_t ldb, bool accumulate, float* Cm, int64_t ldc);
 
 }  // namespace tapeloop::engine::train
 

@@ -1,12 +1,16 @@
 #include "engine/train/ssd.h"
 
+#include <cblas.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "engine/train/rng.h"
+#include "engine/train/row_math.h"
 
 namespace tapeloop::engine::train {
 namespace {
@@ -111,9 +115,12 @@ struct Shape {
 // Ragged last chunks (T not a multiple of Q), one chunk longer than T, Q = 1 (the recurrence),
 // several heads, P != N both ways; head dims 16 and 32 take the batched path's vector kernels
 // (also with Q and the last chunk not multiples of 16), the others its Gemm fallback.
+// With P and N multiples of 16 the products over all heads run as SsdProduct (also with N = 32,
+// and with di = 320 > kSsdProductMaxK, where those of depth di fall back to sgemm).
 const Shape kShapes[] = {
-    {37, 3, 5, 4, 8},   {37, 4, 4, 6, 16},  {20, 2, 3, 7, 64},  {9, 3, 4, 4, 1},
-    {37, 2, 16, 4, 16}, {50, 3, 32, 8, 24}, {21, 2, 16, 16, 5}, {130, 16, 16, 16, 64},
+    {37, 3, 5, 4, 8},     {37, 4, 4, 6, 16},    {20, 2, 3, 7, 64},   {9, 3, 4, 4, 1},
+    {37, 2, 16, 4, 16},   {50, 3, 32, 8, 24},   {21, 2, 16, 16, 5},  {130, 16, 16, 16, 64},
+    {100, 3, 16, 32, 24}, {70, 20, 16, 16, 64}, {45, 2, 32, 16, 37},
 };
 
 TEST(Ssd, BatchedEqualsPerHeadAndTheRecurrence) {
@@ -159,6 +166,58 @@ TEST(Ssd, BatchedEqualsPerHeadAndTheRecurrence) {
       EXPECT_GT(moved_b, 1e-3);
       EXPECT_GT(moved_c, 1e-3);
     }
+  }
+}
+
+// SsdProduct against sgemm for the batched path's product shapes (its call forms, full and
+// ragged chunks, depths up to kSsdProductMaxK, the NT ones of depth 16): bit for bit on AVX-512
+// with OpenBLAS's SkylakeX kernels (what the trainer runs on; the reason SsdProduct may replace
+// sgemm without changing results), to float rounding elsewhere.
+TEST(Ssd, ProductMatchesSgemm) {
+  const bool exact =
+      __builtin_cpu_supports("avx512f") && std::string(openblas_get_corename()) == "SkylakeX";
+  if (!exact) std::printf("(not AVX-512 + OpenBLAS SkylakeX: checked to rounding only)\n");
+  struct Case {
+    bool ta, tb;
+    int64_t M, Nc, K;
+    bool accumulate;
+  };
+  const Case cases[] = {
+      {false, true, 64, 64, 16, false},  {false, true, 37, 37, 16, false},
+      {false, true, 5, 5, 16, false},    {false, true, 64, 256, 16, false},
+      {false, true, 3, 48, 16, false},   {false, true, 37, 320, 16, false},
+      {true, false, 256, 16, 64, true},  {true, false, 48, 32, 5, true},
+      {false, false, 64, 16, 256, true}, {false, false, 37, 32, 48, true},
+      {true, false, 64, 16, 64, true},   {true, false, 37, 16, 37, true},
+      {false, false, 64, 16, 64, true},  {false, false, 1, 16, 1, true},
+      {true, false, 1024, 64, 64, true},
+  };
+  Rng rng(31);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(testing::Message() << (c.ta ? "T" : "N") << (c.tb ? "T" : "N") << " M=" << c.M
+                                    << " N=" << c.Nc << " K=" << c.K);
+    // op(A) [M, K], op(B) [K, Nc]; SsdProduct reads B as [K, Nc] rows, so for tb pass B^T.
+    const int64_t lda = c.ta ? c.M : c.K, ldb = c.tb ? c.K : c.Nc;
+    std::vector<float> A(c.M * c.K), B(c.K * c.Nc), C0(c.M * c.Nc);
+    rng.FillNormal(A, 1.f);
+    rng.FillNormal(B, 1.f);
+    rng.FillNormal(C0, 1.f);
+    std::vector<float> want = C0;
+    Gemm(c.ta, c.tb, c.M, c.Nc, c.K, 1.f, A.data(), lda, B.data(), ldb, c.accumulate ? 1.f : 0.f,
+         want.data(), c.Nc);
+    const int64_t ldr = (c.Nc + 15) / 16 * 16;  // rows readable to whole vectors
+    std::vector<float> Bk(c.K * ldr, 0.f);
+    for (int64_t k = 0; k < c.K; ++k)
+      for (int64_t j = 0; j < c.Nc; ++j) Bk[k * ldr + j] = c.tb ? B[j * ldb + k] : B[k * ldb + j];
+    std::vector<float> got = C0;
+    SsdProduct(c.M, c.Nc, c.K, A.data(), c.ta ? 1 : lda, c.ta ? lda : 1, Bk.data(), ldr,
+               c.accumulate, got.data(), c.Nc);
+    if (exact) {
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), sizeof(float) * got.size()), 0);
+    } else {
+      EXPECT_LT(RelErr(got, want), 1e-5);
+    }
+    EXPECT_GT(RelErr(got, C0), 1e-3);  // not vacuous
   }
 }
 
