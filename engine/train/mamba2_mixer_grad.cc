@@ -6,6 +6,10 @@
 // fused multiply-adds in its AVX-512 clones (see vec_math.h); the mixer's own loops below are
 // compiled with fp-contract=off.
 #pragma GCC optimize("O3")
+// The helpers below are inlined into those clones; no function in this file contracts either.
+#pragma GCC optimize("fp-contract=off")
+// The 16-float vector helpers are always inlined: their by-value vector ABI never matters.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 #include <algorithm>
 #include <cmath>
@@ -14,6 +18,7 @@
 #include "engine/check.h"
 #include "engine/train/rms_norm_grad.h"
 #include "engine/train/ssd.h"
+#include "engine/train/vec16.h"
 #include "engine/train/vec_math.h"
 
 namespace tapeloop::engine::train {
@@ -48,6 +53,176 @@ SsdDims Ssd(const Mamba2MixerDims& m) { return {m.T, m.H, m.P, m.N, m.Q}; }
 void TransposeConv(const float* cw_raw, int64_t C, int64_t K, float* cwt) {
   for (int64_t c = 0; c < C; ++c)
     for (int64_t k = 0; k < K; ++k) cwt[k * C + c] = cw_raw[c * K + k];
+}
+
+// The causal depthwise conv: pre[t, c] = cb[c] + sum_k cwt[k, c] in[t - (K-1) + k, c], k
+// ascending (input row t at in + t * ldi; rows before the row from conv_in [K-1, C], null =
+// zeros; pre f32 [T, C]). 64 columns at a time in registers, the plain loop's sums in its order.
+constexpr int kConvLanes = 16, kConvVecs = 4, kConvBlock = kConvLanes * kConvVecs;
+
+template <int NV>
+__attribute__((always_inline)) inline void ConvForwardBlock(const float* in, int64_t ldi,
+                                                            const float* conv_in, int64_t T,
+                                                            int64_t C, int64_t K, const float* cwt,
+                                                            const float* cb, float* pre) {
+  for (int64_t t = 0; t < T; ++t) {
+    V16 acc[NV];
+    for (int v = 0; v < NV; ++v) std::memcpy(&acc[v], cb + kConvLanes * v, sizeof(V16));
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t src = t - (K - 1) + k;
+      const float* x;
+      if (src >= 0) {
+        x = in + src * ldi;
+      } else if (conv_in) {
+        x = conv_in + (src + K - 1) * C;
+      } else {
+        continue;
+      }
+      for (int v = 0; v < NV; ++v) {
+        V16 a, b;
+        std::memcpy(&a, cwt + k * C + kConvLanes * v, sizeof(V16));
+        std::memcpy(&b, x + kConvLanes * v, sizeof(V16));
+        acc[v] += a * b;
+      }
+    }
+    for (int v = 0; v < NV; ++v) std::memcpy(pre + t * C + kConvLanes * v, &acc[v], sizeof(V16));
+  }
+}
+
+__attribute__((always_inline)) inline void ConvForward(const float* in, int64_t ldi,
+                                                       const float* conv_in, int64_t T, int64_t C,
+                                                       int64_t K, const float* cwt, const float* cb,
+                                                       float* pre) {
+  int64_t c = 0;
+  for (; c + kConvBlock <= C; c += kConvBlock)
+    ConvForwardBlock<kConvVecs>(in + c, ldi, conv_in ? conv_in + c : nullptr, T, C, K, cwt + c,
+                                cb + c, pre + c);
+  for (; c + kConvLanes <= C; c += kConvLanes)
+    ConvForwardBlock<1>(in + c, ldi, conv_in ? conv_in + c : nullptr, T, C, K, cwt + c, cb + c,
+                        pre + c);
+  for (; c < C; ++c)
+    for (int64_t t = 0; t < T; ++t) {
+      float a = cb[c];
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t src = t - (K - 1) + k;
+        if (src >= 0) {
+          a += cwt[k * C + c] * in[src * ldi + c];
+        } else if (conv_in) {
+          a += cwt[k * C + c] * conv_in[(src + K - 1) * C + c];
+        }
+      }
+      pre[t * C + c] = a;
+    }
+}
+
+// The causal depthwise conv's backward given dp = d loss / d pre (f32 [T, C]), cwt the weight
+// transposed [K, C], in the conv's input rows (row t at in + t * ldi; rows before the row from
+// conv_in [K-1, C], null = zeros):
+//   dcb[c] += sum_t dp[t, c];  dcwt[k, c] = sum_t dp[t, c] in[t - (K-1) + k, c] (OVERWRITTEN);
+//   din[s, c] = sum_k cwt[k, c] dp[s + (K-1) - k, c] (OVERWRITTEN; row s at din + s * ldi).
+// Every sum is taken in the order of the plain loop over t (the reference in the tests): t
+// ascending, i.e. k descending for din, starting from 0 (or dcb). The sums run 64 columns at a
+// time in registers instead of read-modify-writing a row of dcwt / din for every t.
+template <int NV>
+__attribute__((always_inline)) inline void ConvBackwardBlock(const float* dp, int64_t T, int64_t C,
+                                                             int64_t K, const float* cwt,
+                                                             const float* in, int64_t ldi,
+                                                             const float* conv_in, float* dcb,
+                                                             float* dcwt, float* din) {
+  V16 acc[NV];
+  // Bias.
+  for (int v = 0; v < NV; ++v) std::memcpy(&acc[v], dcb + kConvLanes * v, sizeof(V16));
+  for (int64_t t = 0; t < T; ++t)
+    for (int v = 0; v < NV; ++v) {
+      V16 x;
+      std::memcpy(&x, dp + t * C + kConvLanes * v, sizeof(V16));
+      acc[v] += x;
+    }
+  for (int v = 0; v < NV; ++v) std::memcpy(dcb + kConvLanes * v, &acc[v], sizeof(V16));
+  // Weight: tap k sees input row t - (K-1) + k.
+  for (int64_t k = 0; k < K; ++k) {
+    for (int v = 0; v < NV; ++v) acc[v] = V16{};
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t src = t - (K - 1) + k;
+      const float* x;
+      if (src >= 0) {
+        x = in + src * ldi;
+      } else if (conv_in) {
+        x = conv_in + (src + K - 1) * C;
+      } else {
+        continue;
+      }
+      for (int v = 0; v < NV; ++v) {
+        V16 a, b;
+        std::memcpy(&a, dp + t * C + kConvLanes * v, sizeof(V16));
+        std::memcpy(&b, x + kConvLanes * v, sizeof(V16));
+        acc[v] += a * b;
+      }
+    }
+    for (int v = 0; v < NV; ++v) std::memcpy(dcwt + k * C + kConvLanes * v, &acc[v], sizeof(V16));
+  }
+  // Input: row s gets tap k from output row t = s + (K-1) - k, t < T, t ascending.
+  for (int64_t s = 0; s < T; ++s) {
+    for (int v = 0; v < NV; ++v) acc[v] = V16{};
+    for (int64_t k = K - 1; k >= 0; --k) {
+      const int64_t t = s + (K - 1) - k;
+      if (t >= T) break;
+      for (int v = 0; v < NV; ++v) {
+        V16 a, cw;
+        std::memcpy(&a, dp + t * C + kConvLanes * v, sizeof(V16));
+        std::memcpy(&cw, cwt + k * C + kConvLanes * v, sizeof(V16));
+        acc[v] += cw * a;
+      }
+    }
+    for (int v = 0; v < NV; ++v) std::memcpy(din + s * ldi + kConvLanes * v, &acc[v], sizeof(V16));
+  }
+}
+
+// The same sums for columns [c0, c1), one column at a time (the ragged tail).
+inline void ConvBackwardColumns(const float* dp, int64_t T, int64_t C, int64_t K, const float* cwt,
+                                const float* in, int64_t ldi, const float* conv_in, int64_t c0,
+                                int64_t c1, float* dcb, float* dcwt, float* din) {
+  for (int64_t c = c0; c < c1; ++c) {
+    float b = dcb[c];
+    for (int64_t t = 0; t < T; ++t) b += dp[t * C + c];
+    dcb[c] = b;
+    for (int64_t k = 0; k < K; ++k) {
+      float a = 0;
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t src = t - (K - 1) + k;
+        if (src >= 0) {
+          a += dp[t * C + c] * in[src * ldi + c];
+        } else if (conv_in) {
+          a += dp[t * C + c] * conv_in[(src + K - 1) * C + c];
+        }
+      }
+      dcwt[k * C + c] = a;
+    }
+    for (int64_t s = 0; s < T; ++s) {
+      float a = 0;
+      for (int64_t k = K - 1; k >= 0; --k) {
+        const int64_t t = s + (K - 1) - k;
+        if (t >= T) break;
+        a += cwt[k * C + c] * dp[t * C + c];
+      }
+      din[s * ldi + c] = a;
+    }
+  }
+}
+
+__attribute__((always_inline)) inline void ConvBackward(const float* dp, int64_t T, int64_t C,
+                                                        int64_t K, const float* cwt,
+                                                        const float* in, int64_t ldi,
+                                                        const float* conv_in, float* dcb,
+                                                        float* dcwt, float* din) {
+  int64_t c = 0;
+  for (; c + kConvBlock <= C; c += kConvBlock)
+    ConvBackwardBlock<kConvVecs>(dp + c, T, C, K, cwt + c, in + c, ldi,
+                                 conv_in ? conv_in + c : nullptr, dcb + c, dcwt + c, din + c);
+  for (; c + kConvLanes <= C; c += kConvLanes)
+    ConvBackwardBlock<1>(dp + c, T, C, K, cwt + c, in + c, ldi, conv_in ? conv_in + c : nullptr,
+                         dcb + c, dcwt + c, din + c);
+  ConvBackwardColumns(dp, T, C, K, cwt, in, ldi, conv_in, c, C, dcb, dcwt, din);
 }
 
 }  // namespace
@@ -137,24 +312,7 @@ TAPELOOP_MIXER_CLONES void Mamba2MixerForward(const Mamba2MixerDims& md,
   // Causal depthwise conv over xBC (proj columns [di, di + C)).
   float* cwt = scratch.cwt;  // [K, C]
   TransposeConv(w.conv_w, C, K, cwt);
-  const float* cb = w.conv_b;
-  for (int64_t t = 0; t < T; ++t) {
-    float* o = pre + t * C;
-    for (int64_t c = 0; c < C; ++c) o[c] = cb[c];
-    for (int64_t k = 0; k < K; ++k) {
-      const float* cw = cwt + k * C;
-      const int64_t src = t - (K - 1) + k;
-      const float* in;
-      if (src >= 0) {
-        in = proj + src * E + di;
-      } else if (conv_in) {
-        in = conv_in + (src + K - 1) * C;
-      } else {
-        continue;
-      }
-      for (int64_t c = 0; c < C; ++c) o[c] += cw[c] * in[c];
-    }
-  }
+  ConvForward(proj + di, E, conv_in, T, C, K, cwt, w.conv_b, pre);
   SiluArray(pre, xbc, T * C);
   const float* dtb = w.dt_bias;
   const float dt_min = md.dt_min;
@@ -247,38 +405,75 @@ TAPELOOP_MIXER_CLONES void Mamba2MixerBackward(const Mamba2MixerDims& md,
   float* cwt = scratch.cwt;   // [K, C]
   float* dcwt = cwt + K * C;  // [K, C]
   TransposeConv(w.conv_w, C, K, cwt);
-  std::fill(dcwt, dcwt + K * C, 0.f);
-  float* dcb = gr.conv_b;
-  for (int64_t t = 0; t < T; ++t) {
-    float* dst = dproj + t * E + di;
-    std::fill(dst, dst + C, 0.f);
-  }
-  for (int64_t t = 0; t < T; ++t) {
-    const float* dp = dxbc + t * C;
-    for (int64_t c = 0; c < C; ++c) dcb[c] += dp[c];
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t src = t - (K - 1) + k;
-      const float* cw = cwt + k * C;
-      float* dcw = dcwt + k * C;
-      const float* in;
-      if (src >= 0) {
-        in = proj + src * E + di;
-        float* din = dproj + src * E + di;
-        for (int64_t c = 0; c < C; ++c) din[c] += cw[c] * dp[c];
-      } else if (conv_in) {
-        in = conv_in + (src + K - 1) * C;
-      } else {
-        continue;
-      }
-      for (int64_t c = 0; c < C; ++c) dcw[c] += dp[c] * in[c];
-    }
-  }
+  ConvBackward(dxbc, T, C, K, cwt, proj + di, E, conv_in, gr.conv_b, dcwt, dproj + di);
   float* dcw_raw = gr.conv_w;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t k = 0; k < K; ++k) dcw_raw[c * K + k] += dcwt[k * C + c];
   // in_proj.
   Gemm(true, false, E, D, T, 1.f, dproj, E, u, D, 1.f, gr.in_proj, D);
   Gemm(false, false, T, D, E, 1.f, dproj, E, w.in_proj, D, 0.f, du, D);
+}
+
+TAPELOOP_MIXER_CLONES void Mamba2ConvForward(const float* in, int64_t ldi, const float* conv_in,
+                                             int64_t T, int64_t C, int64_t K, const float* cwt,
+                                             const float* cb, float* pre) {
+  ConvForward(in, ldi, conv_in, T, C, K, cwt, cb, pre);
+}
+
+TAPELOOP_MIXER_CLONES void Mamba2ConvBackward(const float* dp, int64_t T, int64_t C, int64_t K,
+                                              const float* cwt, const float* in, int64_t ldi,
+                                              const float* conv_in, float* dcb, float* dcwt,
+                                              float* din) {
+  ConvBackward(dp, T, C, K, cwt, in, ldi, conv_in, dcb, dcwt, din);
+}
+
+// The plain loops (what the mixer ran before the register-blocked versions).
+void Mamba2ConvForwardRef(const float* in, int64_t ldi, const float* conv_in, int64_t T, int64_t C,
+                          int64_t K, const float* cwt, const float* cb, float* pre) {
+  for (int64_t t = 0; t < T; ++t) {
+    float* o = pre + t * C;
+    for (int64_t c = 0; c < C; ++c) o[c] = cb[c];
+    for (int64_t k = 0; k < K; ++k) {
+      const float* cw = cwt + k * C;
+      const int64_t src = t - (K - 1) + k;
+      const float* x;
+      if (src >= 0) {
+        x = in + src * ldi;
+      } else if (conv_in) {
+        x = conv_in + (src + K - 1) * C;
+      } else {
+        continue;
+      }
+      for (int64_t c = 0; c < C; ++c) o[c] += cw[c] * x[c];
+    }
+  }
+}
+
+void Mamba2ConvBackwardRef(const float* dp_all, int64_t T, int64_t C, int64_t K, const float* cwt,
+                           const float* in, int64_t ldi, const float* conv_in, float* dcb,
+                           float* dcwt, float* din) {
+  std::fill(dcwt, dcwt + K * C, 0.f);
+  for (int64_t t = 0; t < T; ++t) std::fill(din + t * ldi, din + t * ldi + C, 0.f);
+  for (int64_t t = 0; t < T; ++t) {
+    const float* dp = dp_all + t * C;
+    for (int64_t c = 0; c < C; ++c) dcb[c] += dp[c];
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t src = t - (K - 1) + k;
+      const float* cw = cwt + k * C;
+      float* dcw = dcwt + k * C;
+      const float* x;
+      if (src >= 0) {
+        x = in + src * ldi;
+        float* d = din + src * ldi;
+        for (int64_t c = 0; c < C; ++c) d[c] += cw[c] * dp[c];
+      } else if (conv_in) {
+        x = conv_in + (src + K - 1) * C;
+      } else {
+        continue;
+      }
+      for (int64_t c = 0; c < C; ++c) dcw[c] += dp[c] * x[c];
+    }
+  }
 }
 
 void Mamba2MixerStep(const Mamba2MixerDims& md, const Mamba2MixerWeights& w, const float* u,

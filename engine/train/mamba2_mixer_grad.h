@@ -114,6 +114,27 @@ void Mamba2MixerBackward(const Mamba2MixerDims& d, const Mamba2MixerWeights& w, 
                          const Mamba2MixerScratch& scratch, const float* dout, float* du,
                          const Mamba2MixerGrads& g);
 
+// The mixer's causal depthwise conv over one row, forward and backward (Mamba2MixerForward /
+// Backward run the same code inlined). Input row t at in + t * ldi (t < T); the K-1 rows before
+// the row from conv_in f32 [K-1, C] (null = zeros); cwt f32 [K, C] the weight transposed, cb f32
+// [C] the bias:
+//   pre[t, c] = cb[c] + sum_k cwt[k, c] in[t - (K-1) + k, c]                pre f32 [T, C]
+// Backward given dp = d loss / d pre f32 [T, C]: ADDS sum_t dp[t, c] to dcb f32 [C]; OVERWRITES
+// dcwt f32 [K, C] with d loss / d cwt and din (row s at din + s * ldi) with d loss / d in.
+// 64 columns at a time in registers; every sum is taken in the order of the plain loops
+// (Mamba2ConvForwardRef / Mamba2ConvBackwardRef, which fill and then add row by row), so the
+// results are theirs bit for bit (up to the sign of zero).
+void Mamba2ConvForward(const float* in, int64_t ldi, const float* conv_in, int64_t T, int64_t C,
+                       int64_t K, const float* cwt, const float* cb, float* pre);
+void Mamba2ConvForwardRef(const float* in, int64_t ldi, const float* conv_in, int64_t T, int64_t C,
+                          int64_t K, const float* cwt, const float* cb, float* pre);
+void Mamba2ConvBackward(const float* dp, int64_t T, int64_t C, int64_t K, const float* cwt,
+                        const float* in, int64_t ldi, const float* conv_in, float* dcb, float* dcwt,
+                        float* din);
+void Mamba2ConvBackwardRef(const float* dp, int64_t T, int64_t C, int64_t K, const float* cwt,
+                           const float* in, int64_t ldi, const float* conv_in, float* dcb,
+                           float* dcwt, float* din);
+
 // The recurrent form for one token of each of R independent rows (decoding): u f32 [R, D];
 // conv f32 [K-1, C] and ssm f32 [H, P, N] of row b at conv + b * state_stride and
 // ssm + b * state_stride, advanced in place; out f32 [R, D]: out += mixer(u).
