@@ -11,12 +11,13 @@
 namespace tapeloop::engine::train {
 namespace {
 
-// The fast RMSNorm (several rows' reductions side by side) equals the plain loops bit for bit,
-// for row counts below, at and around its block of rows, and odd widths.
+// The fast RMSNorm (8 or 16 rows' reductions side by side, the 16-row blocks transposed in
+// registers) equals the plain loops bit for bit, for row counts below, at and around its blocks
+// of rows (16s, then 8s, then single rows), and widths below, at and around its 16 columns.
 TEST(RmsNormGrad, FastEqualsPlainLoopsBitForBit) {
   Rng rng(11);
-  for (int64_t D : {1, 7, 16, 33, 128}) {
-    for (int64_t T : {1, 3, 7, 8, 9, 16, 17, 29}) {
+  for (int64_t D : {1, 7, 16, 33, 128, 250}) {
+    for (int64_t T : {1, 3, 7, 8, 9, 16, 17, 24, 29, 31, 32, 47, 128}) {
       std::vector<float> x(T * D), w(D), dy(T * D);
       rng.FillNormal(x, 1.5f);
       rng.FillNormal(w, 1.f);
