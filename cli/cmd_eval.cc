@@ -25,7 +25,7 @@ constexpr char kUsage[] =
     "  --suite        paper-addition, paper-addition-short, addition-ablations,\n"
     "                 addition-ablations-short, multiplication, multiplication-short\n"
     "                 (models from --models-dir),\n"
-    "                 code-debug, code-debug-short (the oracle policies)\n"
+    "                 code-debug, code-debug-short (the oracles and models/nemotron_h-code-debug)\n"
     "  --models       checkpoint directories, or `oracle` for the expert policy\n"
     "  --task         addition, multiplication (n x 2), multiplication-n1, multiplication-n2,\n"
     "                 code_debug (length = n, the number of functions/files)\n"

@@ -415,14 +415,25 @@ TEST_F(CodeDebugRunTest, AModelCheckpointPlaysThroughTheEngineAndIsStoredAndRepo
 
 TEST(CodeDebugSuiteOptionsTest, SuitesCoverNUpTo64InBothModes) {
   for (const std::string name : {"code-debug", "code-debug-short"}) {
+    // Without the models directory the oracle plays alone and the model is reported missing.
     auto o = SuiteOptions(name, "/nonexistent-models-dir");
     ASSERT_TRUE(o.ok()) << o.status();
     EXPECT_EQ(o->tasks, std::vector<std::string>{"code_debug"});
     ASSERT_EQ(o->entries.size(), 1u);
     EXPECT_EQ(o->entries[0].model, "oracle");
     EXPECT_EQ(o->entries[0].modes, (std::vector<std::string>{"interactive", "single-turn"}));
+    EXPECT_EQ(o->missing,
+              std::vector<std::string>{"/nonexistent-models-dir/nemotron_h-code-debug"});
     EXPECT_EQ(o->lengths.back(), 64);
     EXPECT_NE(std::find(o->lengths.begin(), o->lengths.end(), 16), o->lengths.end());
+    // With the bundled models, the trained model plays the interactive mode beside it.
+    o = SuiteOptions(name, std::string(TAPELOOP_SOURCE_DIR) + "/models");
+    ASSERT_TRUE(o.ok()) << o.status();
+    ASSERT_EQ(o->entries.size(), 2u);
+    EXPECT_EQ(o->entries[1].model,
+              std::string(TAPELOOP_SOURCE_DIR) + "/models/nemotron_h-code-debug");
+    EXPECT_EQ(o->entries[1].modes, std::vector<std::string>{"interactive"});
+    EXPECT_EQ(o->stop_after_zero, name == "code-debug" ? 2 : 0);
   }
   auto names = SuiteNames();
   EXPECT_NE(std::find(names.begin(), names.end(), "code-debug"), names.end());
