@@ -55,6 +55,14 @@ void TransposeConv(const float* cw_raw, int64_t C, int64_t K, float* cwt) {
     for (int64_t k = 0; k < K; ++k) cwt[k * C + c] = cw_raw[c * K + k];
 }
 
+// Row `src` of a row's conv input: in row src for src >= 0, else row src + K - 1 of the state
+// before the row (conv_in [K-1, C]); null when that state is zeros (conv_in null).
+inline const float* ConvRow(const float* in, int64_t ldi, const float* conv_in, int64_t C,
+                            int64_t K, int64_t src) {
+  if (src >= 0) return in + src * ldi;
+  return conv_in ? conv_in + (src + K - 1) * C : nullptr;
+}
+
 // The causal depthwise conv: pre[t, c] = cb[c] + sum_k cwt[k, c] in[t - (K-1) + k, c], k
 // ascending (input row t at in + t * ldi; rows before the row from conv_in [K-1, C], null =
 // zeros; pre f32 [T, C]). 64 columns at a time in registers, the plain loop's sums in its order.
@@ -69,15 +77,8 @@ __attribute__((always_inline)) inline void ConvForwardBlock(const float* in, int
     V16 acc[NV];
     for (int v = 0; v < NV; ++v) std::memcpy(&acc[v], cb + kConvLanes * v, sizeof(V16));
     for (int64_t k = 0; k < K; ++k) {
-      const int64_t src = t - (K - 1) + k;
-      const float* x;
-      if (src >= 0) {
-        x = in + src * ldi;
-      } else if (conv_in) {
-        x = conv_in + (src + K - 1) * C;
-      } else {
-        continue;
-      }
+      const float* x = ConvRow(in, ldi, conv_in, C, K, t - (K - 1) + k);
+      if (x == nullptr) continue;
       for (int v = 0; v < NV; ++v) {
         V16 a, b;
         std::memcpy(&a, cwt + k * C + kConvLanes * v, sizeof(V16));
@@ -104,12 +105,8 @@ __attribute__((always_inline)) inline void ConvForward(const float* in, int64_t 
     for (int64_t t = 0; t < T; ++t) {
       float a = cb[c];
       for (int64_t k = 0; k < K; ++k) {
-        const int64_t src = t - (K - 1) + k;
-        if (src >= 0) {
-          a += cwt[k * C + c] * in[src * ldi + c];
-        } else if (conv_in) {
-          a += cwt[k * C + c] * conv_in[(src + K - 1) * C + c];
-        }
+        if (const float* x = ConvRow(in, ldi, conv_in, C, K, t - (K - 1) + k))
+          a += cwt[k * C + c] * x[c];
       }
       pre[t * C + c] = a;
     }
@@ -143,15 +140,8 @@ __attribute__((always_inline)) inline void ConvBackwardBlock(const float* dp, in
   for (int64_t k = 0; k < K; ++k) {
     for (int v = 0; v < NV; ++v) acc[v] = V16{};
     for (int64_t t = 0; t < T; ++t) {
-      const int64_t src = t - (K - 1) + k;
-      const float* x;
-      if (src >= 0) {
-        x = in + src * ldi;
-      } else if (conv_in) {
-        x = conv_in + (src + K - 1) * C;
-      } else {
-        continue;
-      }
+      const float* x = ConvRow(in, ldi, conv_in, C, K, t - (K - 1) + k);
+      if (x == nullptr) continue;
       for (int v = 0; v < NV; ++v) {
         V16 a, b;
         std::memcpy(&a, dp + t * C + kConvLanes * v, sizeof(V16));
@@ -189,12 +179,8 @@ inline void ConvBackwardColumns(const float* dp, int64_t T, int64_t C, int64_t K
     for (int64_t k = 0; k < K; ++k) {
       float a = 0;
       for (int64_t t = 0; t < T; ++t) {
-        const int64_t src = t - (K - 1) + k;
-        if (src >= 0) {
-          a += dp[t * C + c] * in[src * ldi + c];
-        } else if (conv_in) {
-          a += dp[t * C + c] * conv_in[(src + K - 1) * C + c];
-        }
+        if (const float* x = ConvRow(in, ldi, conv_in, C, K, t - (K - 1) + k))
+          a += dp[t * C + c] * x[c];
       }
       dcwt[k * C + c] = a;
     }
@@ -335,10 +321,7 @@ TAPELOOP_MIXER_CLONES void Mamba2MixerForward(const Mamba2MixerDims& md,
 
   if (conv_out) {
     for (int64_t i = 0; i < K - 1; ++i) {
-      const int64_t src = T - (K - 1) + i;
-      const float* in = src >= 0  ? proj + src * E + di
-                        : conv_in ? conv_in + (src + K - 1) * C
-                                  : nullptr;
+      const float* in = ConvRow(proj + di, E, conv_in, C, K, T - (K - 1) + i);
       if (in) {
         std::memcpy(conv_out + i * C, in, sizeof(float) * C);
       } else {
@@ -435,15 +418,8 @@ void Mamba2ConvForwardRef(const float* in, int64_t ldi, const float* conv_in, in
     for (int64_t c = 0; c < C; ++c) o[c] = cb[c];
     for (int64_t k = 0; k < K; ++k) {
       const float* cw = cwt + k * C;
-      const int64_t src = t - (K - 1) + k;
-      const float* x;
-      if (src >= 0) {
-        x = in + src * ldi;
-      } else if (conv_in) {
-        x = conv_in + (src + K - 1) * C;
-      } else {
-        continue;
-      }
+      const float* x = ConvRow(in, ldi, conv_in, C, K, t - (K - 1) + k);
+      if (x == nullptr) continue;
       for (int64_t c = 0; c < C; ++c) o[c] += cw[c] * x[c];
     }
   }
@@ -461,15 +437,11 @@ void Mamba2ConvBackwardRef(const float* dp_all, int64_t T, int64_t C, int64_t K,
       const int64_t src = t - (K - 1) + k;
       const float* cw = cwt + k * C;
       float* dcw = dcwt + k * C;
-      const float* x;
+      const float* x = ConvRow(in, ldi, conv_in, C, K, src);
+      if (x == nullptr) continue;
       if (src >= 0) {
-        x = in + src * ldi;
         float* d = din + src * ldi;
         for (int64_t c = 0; c < C; ++c) d[c] += cw[c] * dp[c];
-      } else if (conv_in) {
-        x = conv_in + (src + K - 1) * C;
-      } else {
-        continue;
       }
       for (int64_t c = 0; c < C; ++c) dcw[c] += dp[c] * x[c];
     }
