@@ -438,6 +438,22 @@ __attribute__((always_inline)) inline void SkipGrad(const float* dy, int64_t ldy
   }
 }
 
+// out [m, n] = A [m, N] (rows lda apart) B [n, N]^T (rows ldb apart): with prod_nt through
+// Product on B^T, transposed 16 columns at a time into bt [N, RoundUp16(n)] (the bits of
+// OpenBLAS's SkylakeX kernel, ssd.h), else sgemm.
+__attribute__((always_inline)) inline void ProductNT(bool prod_nt, int64_t m, int64_t n, int64_t N,
+                                                     const float* A, int64_t lda, const float* B,
+                                                     int64_t ldb, float* bt, float* out,
+                                                     int64_t ldo) {
+  if (!prod_nt) {
+    Gemm(false, true, m, n, N, 1.f, A, lda, B, ldb, 0.f, out, ldo);
+    return;
+  }
+  const int64_t ldt = RoundUp16(n);
+  for (int64_t c = 0; c < N; c += 16) TransposeColumns16(B + c, ldb, n, ldt, bt + c * ldt);
+  Product(m, n, N, A, lda, 1, bt, ldt, false, out, ldo);
+}
+
 }  // namespace
 
 TAPELOOP_SSD_CLONES void SsdProduct(int64_t M, int64_t Nc, int64_t K, const float* A, int64_t sai,
@@ -483,18 +499,8 @@ TAPELOOP_SSD_CLONES void SsdForward(const SsdDims& d, const float* xbc, const fl
     const float* Sin = S + c * HPN;  // [di, N]
     float* Sout = S + (c + 1) * HPN;
     const bool state_in = has_init || c > 0;
-    if (prod_nt) {
-      const int64_t ldt = RoundUp16(q);
-      for (int64_t n = 0; n < N; n += 16) TransposeColumns16(Bc + n, C, q, ldt, BT + n * ldt);
-      Product(q, q, N, Cc, C, 1, BT, ldt, false, G, q);
-      if (state_in) {
-        for (int64_t n = 0; n < N; n += 16) TransposeColumns16(Sin + n, N, di, di, SinT + n * di);
-        Product(q, di, N, Cc, C, 1, SinT, di, false, cs, di);
-      }
-    } else {
-      Gemm(false, true, q, q, N, 1.f, Cc, C, Bc, C, 0.f, G, q);
-      if (state_in) Gemm(false, true, q, di, N, 1.f, Cc, C, Sin, N, 0.f, cs, di);
-    }
+    ProductNT(prod_nt, q, q, N, Cc, C, Bc, C, BT, G, q);
+    if (state_in) ProductNT(prod_nt, q, di, N, Cc, C, Sin, N, SinT, cs, di);
     for (int64_t h = 0; h < H; ++h) {
       const float a = -std::exp(a_log[h]);
       const float* dtc = dtT + h * T + t0;
@@ -590,23 +596,9 @@ TAPELOOP_SSD_CLONES void SsdBackward(const SsdDims& d, const float* xbc, const f
     std::fill(dG, dG + q * q, 0.f);
     const bool state_in = has_init || c > 0;
     const bool state_grad = c < d.nch() - 1;
-    if (prod_nt) {
-      const int64_t ldt = RoundUp16(q);
-      for (int64_t n = 0; n < N; n += 16) TransposeColumns16(Bc + n, C, q, ldt, BT + n * ldt);
-      Product(q, q, N, Cc, C, 1, BT, ldt, false, G, q);
-      if (state_grad) {
-        for (int64_t n = 0; n < N; n += 16) TransposeColumns16(dS + n, N, di, di, dST + n * di);
-        Product(q, di, N, Bc, C, 1, dST, di, false, bds, di);
-      }
-      if (state_in) {
-        for (int64_t n = 0; n < N; n += 16) TransposeColumns16(Sin + n, N, di, di, SinT + n * di);
-        Product(q, di, N, Cc, C, 1, SinT, di, false, cs, di);
-      }
-    } else {
-      Gemm(false, true, q, q, N, 1.f, Cc, C, Bc, C, 0.f, G, q);
-      if (state_grad) Gemm(false, true, q, di, N, 1.f, Bc, C, dS, N, 0.f, bds, di);
-      if (state_in) Gemm(false, true, q, di, N, 1.f, Cc, C, Sin, N, 0.f, cs, di);
-    }
+    ProductNT(prod_nt, q, q, N, Cc, C, Bc, C, BT, G, q);
+    if (state_grad) ProductNT(prod_nt, q, di, N, Bc, C, dS, N, dST, bds, di);
+    if (state_in) ProductNT(prod_nt, q, di, N, Cc, C, Sin, N, SinT, cs, di);
     SkipGrad(dy + t0 * di, di, xbc + t0 * C, C, q, H, P, dD);
     for (int64_t h = 0; h < H; ++h) {
       const float a = -std::exp(a_log[h]);
