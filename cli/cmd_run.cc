@@ -36,18 +36,19 @@ namespace cd = ::tapeloop::tasks::code_debug;
 // --task code_debug: episodes of the debugging task, played by the oracle or the model.
 int RunCodeDebug(const engine::Model* model, const std::string& mode, int64_t n, int64_t seed,
                  int64_t episodes, int threads, int64_t max_tokens, bool json) {
-  auto agent = eval::MakeCodeDebugAgent(model == nullptr ? "oracle" : "model", model);
-  if (!agent.ok()) return Fail("run", agent.status(), 2);
-  if (model != nullptr && max_tokens > 0) {
+  std::unique_ptr<eval::CodeDebugAgent> agent;
+  if (model == nullptr) {
+    agent = std::make_unique<eval::OracleCodeDebugAgent>();
+  } else {
     eval::ModelDebugLimits limits;
-    limits.max_tokens = max_tokens;
-    agent = std::unique_ptr<eval::CodeDebugAgent>(new eval::ModelCodeDebugAgent(model, limits));
+    if (max_tokens > 0) limits.max_tokens = max_tokens;
+    agent = std::make_unique<eval::ModelCodeDebugAgent>(model, limits);
   }
   std::vector<eval::EpisodeKey> keys;
   for (int64_t i = 0; i < episodes; ++i) {
     keys.push_back({model == nullptr ? "oracle" : "model", cd::kTaskName, mode, n, seed, i});
   }
-  auto rows = eval::RunCodeDebugEpisodes(**agent, keys, threads);
+  auto rows = eval::RunCodeDebugEpisodes(*agent, keys, threads);
   if (!rows.ok()) return Fail("run", rows.status(), 1);
   int passed = 0;
   for (size_t i = 0; i < rows->size(); ++i) {
