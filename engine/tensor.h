@@ -40,17 +40,18 @@ struct TensorRef {
 // function holds each slot at most once, and a slot belongs to one function (listed here).
 // Thread-safe: each thread has its own buffers.
 enum class Scratch {
-  kStepHidden,     // Model::StepBatch: f32 [B, D] residual stream
-  kStepNormed,     // Model::StepBatch: f32 [B, D] normed input of a block
-  kStepMixed,      // Model::StepBatch: f32 [B, D] a block's output
-  kAttentionQkv,   // AttentionStep: f32 [B, Hq*hd + 2*Hkv*hd]
-  kAttentionPart,  // AttentionStep: f32 [B, Hq*hd] one of q, k, v when not fused
-  kAttentionOut,   // AttentionStep: f32 [B, Hq*hd] input of o_proj
-  kMlpGateUp,      // MlpStep: f32 [B, 2F] gate | up
-  kMlpPart,        // MlpStep: f32 [B, F] gate or up when not fused
-  kMlpAct,         // MlpStep: f32 [B, F] input of down_proj
-  kMambaProj,      // Mamba2Step: f32 [B, inner + conv_dim + H] in_proj output
-  kMambaY,         // Mamba2Step: f32 [B, inner] input of out_proj
+  kStepHidden,       // Model::StepBatch: f32 [B, D] residual stream
+  kStepNormed,       // Model::StepBatch: f32 [B, D] normed input of a block
+  kStepMixed,        // Model::StepBatch: f32 [B, D] a block's output
+  kAttentionQkv,     // AttentionStep: f32 [B, Hq*hd + 2*Hkv*hd]
+  kAttentionPart,    // AttentionStep: f32 [B, Hq*hd] one of q, k, v when not fused
+  kAttentionOut,     // AttentionStep: f32 [B, Hq*hd] input of o_proj
+  kAttentionScores,  // AttentionForward: f32 [64, keys] one query block's scores
+  kMlpGateUp,        // MlpStep: f32 [B, 2F] gate | up
+  kMlpPart,          // MlpStep: f32 [B, F] gate or up when not fused
+  kMlpAct,           // MlpStep: f32 [B, F] input of down_proj
+  kMambaProj,        // Mamba2Step: f32 [B, inner + conv_dim + H] in_proj output
+  kMambaY,           // Mamba2Step: f32 [B, inner] input of out_proj
   kCount,
 };
 float* ThreadScratch(Scratch slot, int64_t n);

@@ -17,7 +17,7 @@
 namespace tapeloop::engine {
 namespace {
 
-using v16::ExpPoly;
+using v16::ExpShiftSum;
 using v16::Load16;
 using v16::Max16;
 using v16::Store16;
@@ -27,17 +27,6 @@ using v16::V16;
 
 // Multiply-adds below which a call runs on the caller's thread (a hand-off costs about as much).
 constexpr int64_t kMinParallelWork = int64_t{1} << 15;
-
-// s[j] = exp(s[j] - max_j s) for j < n; returns their sum.
-__attribute__((always_inline)) inline float ExpShiftSum(float* s, int64_t n, float mx) {
-  for (int64_t j = 0; j < n; ++j) s[j] = ExpPoly(s[j] - mx);
-  V16 acc = {};
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) acc += Load16(s + j);
-  float sum = Sum16(acc);
-  for (; j < n; ++j) sum += s[j];
-  return sum;
-}
 
 // One query head of head dim 16 * C against n rows of keys / values (rows ld floats apart);
 // s: f32 [n] scratch. o: f32 [16 * C].

@@ -107,6 +107,18 @@ __attribute__((always_inline)) inline float ExpPoly(float x) {
   return underflow ? 0.0f : v;
 }
 
+// s[j] = exp(s[j] - mx) for j < n (ExpPoly); returns their sum (16 lane sums, then Sum16, then
+// the tail in order).
+__attribute__((always_inline)) inline float ExpShiftSum(float* s, int64_t n, float mx) {
+  for (int64_t j = 0; j < n; ++j) s[j] = ExpPoly(s[j] - mx);
+  V16 acc = {};
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) acc += Load16(s + j);
+  float sum = Sum16(acc);
+  for (; j < n; ++j) sum += s[j];
+  return sum;
+}
+
 }  // namespace tapeloop::engine::v16
 
 #endif  // TAPELOOP_ENGINE_KERNELS_V16_H_

@@ -34,6 +34,11 @@ void VecSilu(const float* x, float* y, int64_t n);
 // y[i] = x[i] * silu(z[i]) (the gate of the Mamba-2 gated norm). y may alias x.
 void VecMulSilu(const float* x, const float* z, float* y, int64_t n);
 
+// Softmax of a row of scores over [lo, hi) in place (0 <= lo < hi <= n), with VecExp's exp and
+// the sum in float (16 lane sums); s[j] = 0 for j outside [lo, hi). Within ~1e-6 relative of
+// the plain loop (std::exp, a sequential double sum). The prefill attention's softmax.
+void VecMaskedSoftmax(float* s, int64_t lo, int64_t hi, int64_t n);
+
 // sum_i x[i]^2 in double (eight partial sums; equal to the sequential double sum to rounding).
 double VecSumSquares(const float* x, int64_t n);
 

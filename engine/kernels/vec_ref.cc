@@ -54,7 +54,9 @@ TL_MULTIVERSION float SsmRowUpdate(float* s, float decay, float dx, const float*
 }
 
 using v16::ExpPoly;
+using v16::ExpShiftSum;
 using v16::Load16;
+using v16::Max16;
 using v16::Store16;
 using v16::Sum16;
 using v16::Sum16x16;
@@ -70,6 +72,23 @@ TL_MULTIVERSION void VecSilu(const float* x, float* y, int64_t n) {
 
 TL_MULTIVERSION void VecMulSilu(const float* x, const float* z, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] * (z[i] / (1.0f + ExpPoly(-z[i])));
+}
+
+TL_MULTIVERSION void VecMaskedSoftmax(float* s, int64_t lo, int64_t hi, int64_t n) {
+  float* r = s + lo;
+  const int64_t m = hi - lo;
+  V16 mxv = V16{} - __builtin_inff();
+  int64_t j = 0;
+  for (; j + 16 <= m; j += 16) {
+    const V16 v = Load16(r + j);
+    mxv = mxv > v ? mxv : v;
+  }
+  float mx = Max16(mxv);
+  for (; j < m; ++j) mx = r[j] > mx ? r[j] : mx;
+  const float inv = 1.0f / ExpShiftSum(r, m, mx);
+  for (j = 0; j < m; ++j) r[j] *= inv;
+  for (j = 0; j < lo; ++j) s[j] = 0.0f;
+  for (j = hi; j < n; ++j) s[j] = 0.0f;
 }
 
 TL_MULTIVERSION double VecSumSquares(const float* x, int64_t n) {

@@ -9,6 +9,7 @@
 #include "engine/kernels/attention_decode.h"
 #include "engine/kernels/linear.h"
 #include "engine/kernels/linear_packed.h"
+#include "engine/kernels/vec.h"
 #include "engine/parallel.h"
 #include "engine/tensor.h"
 
@@ -20,21 +21,6 @@ void Reserve(std::vector<float>* buf, int64_t rows, int64_t width) {
   const size_t need = static_cast<size_t>(rows * width);
   if (buf->size() >= need) return;
   buf->resize(std::max(need, buf->size() * 2));
-}
-
-// Softmax of one row of scores restricted to [lo, hi), scaled in place; entries outside are 0.
-void MaskedSoftmax(float* row, int64_t lo, int64_t hi, int64_t n) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int64_t j = lo; j < hi; ++j) mx = std::max(mx, row[j]);
-  double sum = 0.0;
-  for (int64_t j = lo; j < hi; ++j) {
-    row[j] = std::exp(row[j] - mx);
-    sum += row[j];
-  }
-  const float inv = static_cast<float>(1.0 / sum);
-  for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
-  for (int64_t j = lo; j < hi; ++j) row[j] *= inv;
-  for (int64_t j = hi; j < n; ++j) row[j] = 0.0f;
 }
 
 }  // namespace
@@ -144,19 +130,29 @@ void AttentionForward(const AttentionDims& d, const AttentionWeights& w, const f
   const int group = d.num_heads / d.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   std::vector<float> attn(T * qd);  // f32 [T, Hq*hd]
+  // Per head, the queries in blocks of kQueryBlock: their scores against the keys the block can
+  // see, keys [k0, n_old + t1) (f32 [t1 - t0, nk]), each row's softmax over its own visible
+  // keys (query t sees [max(0, n_old + t + 1 - W), n_old + t] when windowed), then the weighted
+  // sum of the values. Blocks keep the scores cache-sized when a long cache meets a long append.
+  constexpr int64_t kQueryBlock = 64;
   ParallelFor(d.num_heads, 1, [&](int64_t h0, int64_t h1) {
-    std::vector<float> scores(T * S);  // f32 [T, S]
+    float* scores = ThreadScratch(Scratch::kAttentionScores, std::min(T, kQueryBlock) * S);
     for (int64_t h = h0; h < h1; ++h) {
       const int64_t kvh = h / group;
-      Gemm(false, true, T, S, hd, scale, q.data() + h * hd, qd, keys + kvh * hd, kvd, 0.0f,
-           scores.data(), S);
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t hi = n_old + t + 1;
-        const int64_t lo = W > 0 ? std::max<int64_t>(0, hi - W) : 0;
-        MaskedSoftmax(scores.data() + t * S, lo, hi, S);
+      for (int64_t t0 = 0; t0 < T; t0 += kQueryBlock) {
+        const int64_t t1 = std::min(T, t0 + kQueryBlock);
+        const int64_t k0 = W > 0 ? std::max<int64_t>(0, n_old + t0 + 1 - W) : 0;
+        const int64_t nk = n_old + t1 - k0;
+        Gemm(false, true, t1 - t0, nk, hd, scale, q.data() + t0 * qd + h * hd, qd,
+             keys + k0 * kvd + kvh * hd, kvd, 0.0f, scores, nk);
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t hi = n_old + t + 1;
+          const int64_t lo = W > 0 ? std::max<int64_t>(0, hi - W) : 0;
+          VecMaskedSoftmax(scores + (t - t0) * nk, lo - k0, hi - k0, nk);
+        }
+        Gemm(false, false, t1 - t0, hd, nk, 1.0f, scores, nk, values + k0 * kvd + kvh * hd, kvd,
+             0.0f, attn.data() + t0 * qd + h * hd, qd);
       }
-      Gemm(false, false, T, hd, S, 1.0f, scores.data(), S, values + kvh * hd, kvd, 0.0f,
-           attn.data() + h * hd, qd);
     }
   });
   if (W > 0) {

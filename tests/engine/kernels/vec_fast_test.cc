@@ -1,5 +1,6 @@
-// The decode step's vectorized loops (kernels/vec.h) against the plain loops they replace:
-// libm exp, SiLU as v / (1 + exp(-v)), sequential double sums, one SsmRowUpdate per row.
+// The vectorized loops of kernels/vec.h (the decode step's, and the prefill attention's softmax)
+// against the plain loops they replace: libm exp, SiLU as v / (1 + exp(-v)), sequential double
+// sums, one SsmRowUpdate per row, the softmax with libm exp and a double sum.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -62,6 +63,49 @@ TEST(VecFast, SiluAndGateMatchThePlainLoops) {
       EXPECT_NEAR(g[i], gate, 8e-7 * std::abs(gate) + 1e-30) << x[i] << " " << z[i];
     }
   }
+}
+
+// The plain softmax the prefill attention used before VecMaskedSoftmax: libm exp, double sum.
+void PlainMaskedSoftmax(float* row, int64_t lo, int64_t hi, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t j = lo; j < hi; ++j) mx = std::max(mx, row[j]);
+  double sum = 0.0;
+  for (int64_t j = lo; j < hi; ++j) {
+    row[j] = std::exp(row[j] - mx);
+    sum += row[j];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t j = 0; j < n; ++j) row[j] = j >= lo && j < hi ? row[j] * inv : 0.0f;
+}
+
+TEST(VecFast, MaskedSoftmaxMatchesThePlainLoop) {
+  std::mt19937 rng(17);
+  int cases = 0;
+  for (int n : {1, 2, 15, 16, 17, 63, 200, 1031, 10007}) {
+    for (int trial = 0; trial < 6; ++trial) {
+      const int64_t lo = std::uniform_int_distribution<int64_t>(0, n - 1)(rng);
+      const int64_t hi = std::uniform_int_distribution<int64_t>(lo + 1, n)(rng);
+      // Scores of a spread like real attention logits, with a few far below the maximum (their
+      // exp underflows to 0 in both) and garbage outside [lo, hi) that must be ignored.
+      std::normal_distribution<float> nd(0.0f, trial % 2 ? 8.0f : 1.5f);
+      std::vector<float> want(n);
+      for (float& v : want) v = nd(rng);
+      if (hi - lo > 3) want[lo + 1] = want[lo] - 200.0f;
+      std::vector<float> got = want;
+      for (int64_t j = 0; j < lo; ++j) got[j] = 1e30f;
+      for (int64_t j = hi; j < n; ++j) got[j] = -1e30f;
+      PlainMaskedSoftmax(want.data(), lo, hi, n);
+      VecMaskedSoftmax(got.data(), lo, hi, n);
+      double total = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        ASSERT_NEAR(got[j], want[j], 2e-6 * want[j] + 1e-30) << "n=" << n << " j=" << j;
+        total += got[j];
+      }
+      EXPECT_NEAR(total, 1.0, 1e-5);
+      ++cases;
+    }
+  }
+  EXPECT_EQ(cases, 54);
 }
 
 TEST(VecFast, SumsScalesAndHeadUpdatesMatchThePlainLoops) {

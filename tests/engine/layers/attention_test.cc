@@ -76,7 +76,7 @@ std::vector<float> Naive(const AttentionDims& d, const AttentionWeights& w, cons
 }
 
 TEST(AttentionLayer, ChunksAndStepsMatchNaive) {
-  for (int64_t window : {0, 1, 4, 9}) {
+  for (int64_t window : {0, 1, 4, 9, 70}) {
     for (bool rope : {true, false}) {
       AttentionDims d;
       d.dim = 16;
@@ -101,16 +101,18 @@ TEST(AttentionLayer, ChunksAndStepsMatchNaive) {
         return nullptr;
       };
       AttentionWeights w = BindAttentionWeights(d, lookup);
-      const int T = 23;
+      const int T = 173;
       std::vector<float> x(T * d.dim);
       for (auto& v : x) v = nd(rng);
       auto want = Naive(d, w, x, T);
-      // Chunks of 5 (crossing the window).
+      // Chunks crossing the window: short ones, and one of 150 tokens after 12 cached (three
+      // query blocks of AttentionForward, each seeing its own range of keys).
       KvCache cache;
       std::vector<float> got(T * d.dim);
-      for (int t0 = 0; t0 < T; t0 += 5) {
-        int n = std::min(5, T - t0);
+      for (int t0 = 0; t0 < T;) {
+        const int n = std::min(t0 == 12 ? 150 : 4 + t0 % 5, T - t0);
         AttentionForward(d, w, x.data() + t0 * d.dim, n, got.data() + t0 * d.dim, &cache);
+        t0 += n;
       }
       EXPECT_LE(testing::MaxRelErr(got, want), 1e-5) << window;
       EXPECT_EQ(cache.live_rows(window), window > 0 ? std::min<int64_t>(window, T) : T);
