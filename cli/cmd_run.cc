@@ -9,9 +9,11 @@
 // commands, observations (cut at 2,000 bytes), stop reason and score are printed.
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -34,16 +36,20 @@ namespace {
 namespace cd = ::tapeloop::tasks::code_debug;
 
 // --task code_debug: episodes of the debugging task, played by the oracle or the model.
+// `parallel` episodes live at once: a model's decode steps are batched over them, on up to one
+// thread per core.
 int RunCodeDebug(const engine::Model* model, const std::string& mode, int64_t n, int64_t seed,
-                 int64_t episodes, int threads, int64_t max_tokens, bool json) {
+                 int64_t episodes, int parallel, int64_t max_tokens, bool json) {
   std::unique_ptr<eval::CodeDebugAgent> agent;
   if (model == nullptr) {
     agent = std::make_unique<eval::OracleCodeDebugAgent>();
   } else {
     eval::ModelDebugLimits limits;
     if (max_tokens > 0) limits.max_tokens = max_tokens;
-    agent = std::make_unique<eval::ModelCodeDebugAgent>(model, limits);
+    agent = std::make_unique<eval::ModelCodeDebugAgent>(model, limits, parallel);
   }
+  const int threads =
+      std::max(1, std::min<int>(parallel, static_cast<int>(std::thread::hardware_concurrency())));
   std::vector<eval::EpisodeKey> keys;
   for (int64_t i = 0; i < episodes; ++i) {
     keys.push_back({model == nullptr ? "oracle" : "model", cd::kTaskName, mode, n, seed, i});
@@ -96,6 +102,7 @@ constexpr char kUsage[] =
     "  --seed S        instance seed; episode i uses instance seed mix(S, i)\n"
     "  --mode          pointer | calculator | cot | direct | direct-reversed;\n"
     "                  code_debug: interactive (default) | single-turn\n"
+    "  --parallel P    episodes played at once (their decode steps batched)\n"
     "  --training      draw instances from the training distribution (lengths U{1..N})\n"
     "  --temperature   sampling temperature for --model (0: greedy)\n"
     "  --max-tokens    generated-token budget per episode (default: 2x the expert's + 64)\n"

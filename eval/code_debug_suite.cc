@@ -40,23 +40,25 @@ bool MatchesExpert(const cd::CodeDebugInstance& instance, const cd::CodeDebugTra
 }
 
 EpisodeRow Row(const EpisodeKey& key, const cd::CodeDebugInstance* instance,
-               const absl::StatusOr<cd::CodeDebugTrajectory>& t, bool expert, double wall_ms) {
+               const absl::StatusOr<CodeDebugEpisode>& episode, bool expert) {
   EpisodeRow row;
   row.key = key;
-  row.wall_ms = wall_ms;
+  const cd::CodeDebugTrajectory* t = episode.ok() ? &episode->trajectory : nullptr;
   nlohmann::json record = {{"task", cd::kTaskName},
                            {"mode", key.mode},
                            {"n", key.length},
                            {"seed", key.seed},
                            {"index", key.index}};
   if (instance != nullptr) record["instance_seed"] = instance->seed;
-  if (instance == nullptr || !t.ok()) {
+  if (instance == nullptr || t == nullptr) {
     record["error"] =
-        std::string((instance == nullptr ? "instance not generated" : t.status().ToString()));
+        std::string((instance == nullptr ? "instance not generated" : episode.status().ToString()));
     record["passed"] = false;
     row.record = std::move(record);
     return row;
   }
+  row.wall_ms = episode->wall_ms;
+  row.peak_state_bytes = episode->peak_session_bytes;
   cd::CodeDebugScore score = cd::ScoreCodeDebug(*instance, t->final_files);
   row.correct = score.passed;
   row.digit_accuracy = score.passed ? 1.0 : 0.0;
@@ -91,90 +93,202 @@ absl::StatusOr<cd::CodeDebugTrajectory> OracleCodeDebugAgent::Solve(
   return cd::Oracle(instance, mode);
 }
 
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double MsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// One live episode of PlayCodeDebugGames.
+struct LiveGame {
+  size_t index = 0;
+  std::unique_ptr<cd::CodeDebugEnv> env;
+  CodeDebugEpisode episode;
+  Clock::time_point start;
+  int slot = -1;
+  int64_t written = 0;  // tokens the policy wrote
+  bool in_call = false;
+  std::string command;
+  bool done = false;
+  absl::Status error;  // the policy's, if it failed
+
+  void Stop(std::string reason) {
+    episode.trajectory.stop_reason = std::move(reason);
+    done = true;
+  }
+  void Fail(absl::Status status) {
+    error = std::move(status);
+    done = true;
+  }
+};
+
+// Feeds the policy's next token into the episode: a command's bytes accumulate; a finished
+// command goes to the debugger and its answer into the session.
+void OnToken(LiveGame& g, TokenId id, agents::Policy& policy, const Tokenizer& tokenizer,
+             const ModelDebugLimits& limits) {
+  ++g.written;
+  if (!g.in_call) {
+    if (id == tokens::kEos) return g.Stop("eos");
+    if (id != tokens::kCall) {
+      return g.Stop(absl::StrCat("bad_token ", TokenLabel(tokenizer, id), " between calls"));
+    }
+    g.in_call = true;
+    g.command.clear();
+    return;
+  }
+  if (tokens::IsByte(id)) {
+    if (static_cast<int64_t>(g.command.size()) >= limits.max_command_bytes) {
+      return g.Stop("long_command");
+    }
+    g.command.push_back(static_cast<char>(id));
+    return;
+  }
+  if (id != tokens::kCallEnd) {
+    return g.Stop(absl::StrCat("bad_token ", TokenLabel(tokenizer, id), " in a command"));
+  }
+  g.in_call = false;
+  g.env->Step(g.command);
+  if (g.command == "run") ++g.episode.trajectory.runs;
+  std::vector<TokenId> obs = {tokens::kObs};
+  for (unsigned char c : g.env->steps().back().observation) obs.push_back(c);
+  obs.push_back(tokens::kObsEnd);
+  if (absl::Status s = policy.Append(g.slot, obs); !s.ok()) return g.Fail(std::move(s));
+  g.episode.peak_session_bytes =
+      std::max(g.episode.peak_session_bytes, policy.SessionBytes(g.slot));
+  if (g.env->solved()) return g.Stop("solved");
+  if (g.env->truncated()) return g.Stop("max_steps");
+}
+
+}  // namespace
+
+std::vector<absl::StatusOr<CodeDebugEpisode>> PlayCodeDebugGames(
+    agents::Policy& policy, std::span<const CodeDebugGame> games, const ModelDebugLimits& limits,
+    int parallel) {
+  std::vector<absl::StatusOr<CodeDebugEpisode>> results(
+      games.size(), absl::InternalError("code_debug: episode not played"));
+  const Tokenizer tokenizer;
+  parallel = std::max(1, parallel);
+  size_t next = 0;
+  std::vector<std::unique_ptr<LiveGame>> live;
+  auto retire = [&](LiveGame& g) {
+    if (g.slot >= 0) {
+      g.episode.peak_session_bytes =
+          std::max(g.episode.peak_session_bytes, policy.SessionBytes(g.slot));
+      policy.Close(g.slot);
+    }
+    if (!g.error.ok()) {
+      results[g.index] = std::move(g.error);
+      return;
+    }
+    g.episode.trajectory.steps = g.env->steps();
+    g.episode.trajectory.final_files = g.env->files();
+    g.episode.wall_ms = MsSince(g.start);
+    results[g.index] = std::move(g.episode);
+  };
+  while (next < games.size() || !live.empty()) {
+    // Fill the batch.
+    while (static_cast<int>(live.size()) < parallel && next < games.size()) {
+      const CodeDebugGame& game = games[next];
+      auto g = std::make_unique<LiveGame>();
+      g->index = next++;
+      g->start = Clock::now();
+      g->env = std::make_unique<cd::CodeDebugEnv>(*game.instance, limits.max_steps);
+      g->episode.trajectory.mode = game.mode;
+      g->episode.trajectory.prompt = game.instance->prompt;
+      std::vector<TokenId> prompt = {tokens::kBos};
+      for (unsigned char c : game.instance->prompt) prompt.push_back(c);
+      agents::EpisodeContext context;
+      context.seed = game.seed;
+      absl::StatusOr<int> slot = policy.Open(context, prompt);
+      if (!slot.ok()) {
+        g->Fail(slot.status());
+        retire(*g);
+        continue;
+      }
+      g->slot = *slot;
+      g->episode.peak_session_bytes = policy.SessionBytes(g->slot);
+      live.push_back(std::move(g));
+    }
+    // The token budget is checked before each token is asked for.
+    for (auto& g : live) {
+      if (g->written >= limits.max_tokens) g->Stop("max_tokens");
+    }
+    std::vector<int> slots;
+    for (const auto& g : live) {
+      if (!g->done) slots.push_back(g->slot);
+    }
+    if (!slots.empty()) {
+      absl::StatusOr<std::vector<TokenId>> step = policy.Step(slots);
+      size_t k = 0;
+      for (auto& g : live) {
+        if (g->done) continue;
+        if (!step.ok()) {
+          g->Fail(step.status());
+        } else {
+          OnToken(*g, (*step)[k++], policy, tokenizer, limits);
+        }
+      }
+    }
+    // Retire finished episodes.
+    std::vector<std::unique_ptr<LiveGame>> still;
+    for (auto& g : live) {
+      if (g->done) {
+        retire(*g);
+      } else {
+        still.push_back(std::move(g));
+      }
+    }
+    live = std::move(still);
+  }
+  return results;
+}
+
 absl::StatusOr<cd::CodeDebugTrajectory> PlayCodeDebug(agents::Policy& policy,
                                                       const cd::CodeDebugInstance& instance,
                                                       cd::CodeDebugMode mode, uint64_t seed,
                                                       const ModelDebugLimits& limits) {
-  cd::CodeDebugEnv env(instance, limits.max_steps);
-  cd::CodeDebugTrajectory t;
-  t.mode = mode;
-  t.prompt = instance.prompt;
-  std::vector<TokenId> prompt = {tokens::kBos};
-  for (unsigned char c : instance.prompt) prompt.push_back(c);
-  agents::EpisodeContext context;
-  context.seed = seed;
-  ASSIGN_OR_RETURN(const int slot, policy.Open(context, prompt));
-  auto play = [&]() -> absl::Status {
-    const Tokenizer tokenizer;
-    int64_t written = 0;
-    bool in_call = false;
-    std::string command;
-    const int slots[] = {slot};
-    while (true) {
-      if (written >= limits.max_tokens) {
-        t.stop_reason = "max_tokens";
-        return absl::OkStatus();
-      }
-      ASSIGN_OR_RETURN(std::vector<TokenId> next, policy.Step(slots));
-      const TokenId id = next.at(0);
-      ++written;
-      if (!in_call) {
-        if (id == tokens::kEos) {
-          t.stop_reason = "eos";
-          return absl::OkStatus();
-        }
-        if (id != tokens::kCall) {
-          t.stop_reason = absl::StrCat("bad_token ", TokenLabel(tokenizer, id), " between calls");
-          return absl::OkStatus();
-        }
-        in_call = true;
-        command.clear();
-        continue;
-      }
-      if (tokens::IsByte(id)) {
-        if (static_cast<int64_t>(command.size()) >= limits.max_command_bytes) {
-          t.stop_reason = "long_command";
-          return absl::OkStatus();
-        }
-        command.push_back(static_cast<char>(id));
-        continue;
-      }
-      if (id != tokens::kCallEnd) {
-        t.stop_reason = absl::StrCat("bad_token ", TokenLabel(tokenizer, id), " in a command");
-        return absl::OkStatus();
-      }
-      in_call = false;
-      env.Step(command);
-      if (command == "run") ++t.runs;
-      std::vector<TokenId> obs = {tokens::kObs};
-      for (unsigned char c : env.steps().back().observation) obs.push_back(c);
-      obs.push_back(tokens::kObsEnd);
-      RETURN_IF_ERROR(policy.Append(slot, obs));
-      if (env.solved()) {
-        t.stop_reason = "solved";
-        return absl::OkStatus();
-      }
-      if (env.truncated()) {
-        t.stop_reason = "max_steps";
-        return absl::OkStatus();
-      }
+  const CodeDebugGame game{&instance, mode, seed};
+  auto played = PlayCodeDebugGames(policy, {&game, 1}, limits, 1);
+  if (!played[0].ok()) return played[0].status();
+  return std::move(played[0]->trajectory);
+}
+
+std::vector<absl::StatusOr<CodeDebugEpisode>> CodeDebugAgent::SolveAll(
+    std::span<const CodeDebugGame> games) {
+  std::vector<absl::StatusOr<CodeDebugEpisode>> out;
+  out.reserve(games.size());
+  for (const CodeDebugGame& game : games) {
+    const Clock::time_point start = Clock::now();
+    absl::StatusOr<cd::CodeDebugTrajectory> t = Solve(*game.instance, game.mode);
+    if (!t.ok()) {
+      out.push_back(t.status());
+      continue;
     }
-  };
-  absl::Status played = play();
-  policy.Close(slot);
-  RETURN_IF_ERROR(played);
-  t.steps = env.steps();
-  t.final_files = env.files();
-  return t;
+    CodeDebugEpisode e;
+    e.trajectory = std::move(*t);
+    e.wall_ms = MsSince(start);
+    out.push_back(std::move(e));
+  }
+  return out;
 }
 
 absl::StatusOr<cd::CodeDebugTrajectory> ModelCodeDebugAgent::Solve(
     const cd::CodeDebugInstance& instance, cd::CodeDebugMode mode) {
+  const CodeDebugGame game{&instance, mode, instance.seed};
+  auto played = SolveAll({&game, 1});
+  if (!played[0].ok()) return played[0].status();
+  return std::move(played[0]->trajectory);
+}
+
+std::vector<absl::StatusOr<CodeDebugEpisode>> ModelCodeDebugAgent::SolveAll(
+    std::span<const CodeDebugGame> games) {
   agents::EnginePolicyOptions options;
   options.appends = agents::EnginePolicyOptions::Appends::kPrefill;  // observations are long
-  options.threads = 1;
+  options.threads = 1;  // RunCodeDebugEpisodes gives each thread its own batch
   agents::EnginePolicy policy(model_, engine::SamplingParams{}, options);
-  return PlayCodeDebug(policy, instance, mode, instance.seed, limits_);
+  return PlayCodeDebugGames(policy, games, limits_, batch_);
 }
 
 absl::StatusOr<std::unique_ptr<CodeDebugAgent>> MakeCodeDebugAgent(const std::string& name,
@@ -213,25 +327,39 @@ absl::StatusOr<std::vector<EpisodeRow>> RunCodeDebugEpisodes(CodeDebugAgent& age
     if (auto s = ValidateCodeDebugCell(k.mode, {k.length}); !s.ok()) return s;
   }
   std::vector<EpisodeRow> rows(keys.size());
+  const int n = std::max(1, std::min<int>(threads, static_cast<int>(keys.size())));
+  // Up to agent.batch() episodes per SolveAll, fewer when that would leave a thread idle.
+  const size_t chunk = std::max<size_t>(
+      1, std::min<size_t>(agent.batch(), (keys.size() + n - 1) / static_cast<size_t>(n)));
   std::atomic<size_t> next{0};
   auto work = [&] {
-    for (size_t i = next++; i < keys.size(); i = next++) {
-      const EpisodeKey& k = keys[i];
-      auto start = std::chrono::steady_clock::now();
-      cd::CodeDebugMode mode = *cd::ParseCodeDebugMode(k.mode);
-      auto instance = cd::GenerateCodeDebug(
-          static_cast<int>(k.length),
-          tasks::MixSeed(static_cast<uint64_t>(k.seed), static_cast<uint64_t>(k.index)));
-      absl::StatusOr<cd::CodeDebugTrajectory> t =
-          instance.ok() ? agent.Solve(*instance, mode)
-                        : absl::StatusOr<cd::CodeDebugTrajectory>(instance.status());
-      double ms =
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-              .count();
-      rows[i] = Row(k, instance.ok() ? &*instance : nullptr, t, agent.is_expert(), ms);
+    for (size_t begin = next.fetch_add(chunk); begin < keys.size(); begin = next.fetch_add(chunk)) {
+      const size_t end = std::min(keys.size(), begin + chunk);
+      std::vector<absl::StatusOr<cd::CodeDebugInstance>> instances;
+      std::vector<CodeDebugGame> games;
+      std::vector<size_t> played;  // key index of games[j]
+      for (size_t i = begin; i < end; ++i) {
+        const EpisodeKey& k = keys[i];
+        instances.push_back(cd::GenerateCodeDebug(
+            static_cast<int>(k.length),
+            tasks::MixSeed(static_cast<uint64_t>(k.seed), static_cast<uint64_t>(k.index))));
+      }
+      for (size_t i = begin; i < end; ++i) {
+        const auto& instance = instances[i - begin];
+        if (!instance.ok()) {
+          rows[i] = Row(keys[i], nullptr, instance.status(), agent.is_expert());
+          continue;
+        }
+        games.push_back({&*instance, *cd::ParseCodeDebugMode(keys[i].mode), instance->seed});
+        played.push_back(i);
+      }
+      std::vector<absl::StatusOr<CodeDebugEpisode>> results = agent.SolveAll(games);
+      for (size_t j = 0; j < played.size(); ++j) {
+        const size_t i = played[j];
+        rows[i] = Row(keys[i], &*instances[i - begin], results[j], agent.is_expert());
+      }
     }
   };
-  int n = std::max(1, std::min<int>(threads, static_cast<int>(keys.size())));
   std::vector<std::thread> pool;
   for (int i = 1; i < n; ++i) pool.emplace_back(work);
   work();

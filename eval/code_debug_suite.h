@@ -11,13 +11,15 @@
 // engine (ModelCodeDebugAgent: it writes the commands of the trajectories it was trained on,
 // `tapeloop train --task code_debug`; docs/evaluation.md).
 //
-// Thread safety: an agent's Solve may be called from several threads at once (the oracle's
-// is); RunCodeDebugEpisodes runs episodes on `threads` threads.
+// Thread safety: an agent's Solve and SolveAll may be called from several threads at once (the
+// oracle's and the model's may); RunCodeDebugEpisodes runs episodes on `threads` threads.
 #ifndef TAPELOOP_EVAL_CODE_DEBUG_SUITE_H_
 #define TAPELOOP_EVAL_CODE_DEBUG_SUITE_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,22 @@
 
 namespace tapeloop::eval {
 
+// One episode to play: an instance in a mode; `seed` seeds a model's sampling.
+struct CodeDebugGame {
+  const tasks::code_debug::CodeDebugInstance* instance = nullptr;
+  tasks::code_debug::CodeDebugMode mode = tasks::code_debug::CodeDebugMode::kInteractive;
+  uint64_t seed = 0;
+};
+
+// A played episode: the commands sent, the debugger's answers and the files left
+// (`trajectory`), the largest the player's session state grew (0 without model state) and the
+// episode's wall time from its start to its end.
+struct CodeDebugEpisode {
+  tasks::code_debug::CodeDebugTrajectory trajectory;
+  int64_t peak_session_bytes = 0;
+  double wall_ms = 0;
+};
+
 class CodeDebugAgent {
  public:
   virtual ~CodeDebugAgent() = default;
@@ -37,6 +55,12 @@ class CodeDebugAgent {
   virtual absl::StatusOr<tasks::code_debug::CodeDebugTrajectory> Solve(
       const tasks::code_debug::CodeDebugInstance& instance,
       tasks::code_debug::CodeDebugMode mode) = 0;
+  // Plays several episodes; result i is game i's and equals what Solve gives for it. The
+  // default plays them one after the other; a model plays them together (batched decode).
+  virtual std::vector<absl::StatusOr<CodeDebugEpisode>> SolveAll(
+      std::span<const CodeDebugGame> games);
+  // Episodes SolveAll plays at once (RunCodeDebugEpisodes hands a thread up to this many).
+  virtual int batch() const { return 1; }
   // True for the expert itself: its episodes match the expert's trajectory by definition (a
   // model's are compared with the oracle's, command by command).
   virtual bool is_expert() const { return false; }
@@ -72,21 +96,35 @@ absl::StatusOr<tasks::code_debug::CodeDebugTrajectory> PlayCodeDebug(
     agents::Policy& policy, const tasks::code_debug::CodeDebugInstance& instance,
     tasks::code_debug::CodeDebugMode mode, uint64_t seed, const ModelDebugLimits& limits = {});
 
-// A model (any family the engine runs) plays through PlayCodeDebug with greedy decoding, one
-// agents::EnginePolicy per episode, so Solve may run on several threads at once. The model
-// plays what it was trained on whatever the mode (the mode labels the result); the model must
-// outlive the agent.
+// PlayCodeDebug for many games with one policy: up to `parallel` (>= 1) episodes live at once,
+// each decode step one Policy::Step over all of them, a finished episode's place taken by the
+// next game. Result i is game i's, the same as PlayCodeDebug gives it alone (a slot's tokens do
+// not depend on the other slots: the Policy contract). A policy error fails the episodes it
+// touched (a Step error: every live one) and the others go on.
+std::vector<absl::StatusOr<CodeDebugEpisode>> PlayCodeDebugGames(
+    agents::Policy& policy, std::span<const CodeDebugGame> games, const ModelDebugLimits& limits,
+    int parallel);
+
+// A model (any family the engine runs) plays through PlayCodeDebugGames with greedy decoding:
+// SolveAll plays up to `batch` episodes with one agents::EnginePolicy (its own sessions, so
+// SolveAll and Solve may run on several threads at once). The model plays what it was trained
+// on whatever the mode (the mode labels the result); the model must outlive the agent.
 class ModelCodeDebugAgent final : public CodeDebugAgent {
  public:
-  explicit ModelCodeDebugAgent(const engine::Model* model, ModelDebugLimits limits = {})
-      : model_(model), limits_(limits) {}
+  explicit ModelCodeDebugAgent(const engine::Model* model, ModelDebugLimits limits = {},
+                               int batch = 16)
+      : model_(model), limits_(limits), batch_(std::max(1, batch)) {}
   absl::StatusOr<tasks::code_debug::CodeDebugTrajectory> Solve(
       const tasks::code_debug::CodeDebugInstance& instance,
       tasks::code_debug::CodeDebugMode mode) override;
+  std::vector<absl::StatusOr<CodeDebugEpisode>> SolveAll(
+      std::span<const CodeDebugGame> games) override;
+  int batch() const override { return batch_; }
 
  private:
   const engine::Model* model_;
   ModelDebugLimits limits_;
+  int batch_;
 };
 
 // The agent for an evaluation entry: "oracle" -> OracleCodeDebugAgent; a loaded checkpoint
@@ -100,7 +138,9 @@ absl::StatusOr<std::unique_ptr<CodeDebugAgent>> MakeCodeDebugAgent(const std::st
 absl::Status ValidateCodeDebugCell(const std::string& mode, const std::vector<int64_t>& lengths);
 
 // Plays the episodes `keys` (task code_debug; key.mode, key.length = n, key.seed, key.index)
-// with `agent` on `threads` threads (>= 1) and returns one row per key, in order.
+// with `agent` on `threads` threads (>= 1), each handing the agent's SolveAll up to
+// agent.batch() episodes at a time (fewer when that would leave a thread idle), and returns one
+// row per key, in order. An episode's seed is its instance's.
 // INVALID_ARGUMENT for a key of another task or a bad mode / n.
 absl::StatusOr<std::vector<EpisodeRow>> RunCodeDebugEpisodes(CodeDebugAgent& agent,
                                                              const std::vector<EpisodeKey>& keys,

@@ -7,8 +7,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
+#include "agents/engine_policy.h"
 #include "common/tokenizer.h"
 #include "engine/models/model.h"
 #include "eval/runner.h"
@@ -273,6 +275,56 @@ TEST(PlayCodeDebugTest, EveryWayAModelCanGoWrongEndsTheEpisodeWithItsReason) {
   EXPECT_EQ(t.steps.size(), 1u);  // [CALL] l s [/CALL] = 4 tokens; the second call is cut
 }
 
+// The bundled code-debug model (models/nemotron_h-code-debug, a hybrid whose KV cache grows
+// with the episode) plays real episodes: several at once, their decode steps batched and
+// finished episodes replaced by waiting ones, give exactly the episodes it plays one at a
+// time, each with its session's peak state.
+TEST(PlayCodeDebugGamesTest, BatchedEpisodesEqualOneAtATime) {
+  auto model =
+      engine::Model::Load(std::string(TAPELOOP_SOURCE_DIR) + "/models/nemotron_h-code-debug");
+  ASSERT_TRUE(model.ok()) << model.status();
+  const auto mode = cd::CodeDebugMode::kInteractive;
+  std::vector<cd::CodeDebugInstance> instances;
+  for (int i = 0; i < 7; ++i) {
+    auto instance = cd::GenerateCodeDebug(2 + i % 3, tasks::MixSeed(77, i));
+    ASSERT_TRUE(instance.ok()) << instance.status();
+    instances.push_back(std::move(*instance));
+  }
+  std::vector<CodeDebugGame> games;
+  for (const auto& instance : instances) games.push_back({&instance, mode, instance.seed});
+  ModelDebugLimits limits;
+  limits.max_steps = 12;  // keeps the failing episodes short
+  agents::EnginePolicyOptions options;
+  options.appends = agents::EnginePolicyOptions::Appends::kPrefill;
+  options.threads = 1;
+  agents::EnginePolicy policy(model->get(), engine::SamplingParams{}, options);
+  auto together = PlayCodeDebugGames(policy, games, limits, /*parallel=*/4);
+  ASSERT_EQ(together.size(), games.size());
+  int passed = 0;
+  std::set<size_t> commands;
+  for (size_t i = 0; i < games.size(); ++i) {
+    SCOPED_TRACE(i);
+    agents::EnginePolicy alone_policy(model->get(), engine::SamplingParams{}, options);
+    auto alone = PlayCodeDebug(alone_policy, instances[i], mode, instances[i].seed, limits);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    ASSERT_TRUE(together[i].ok()) << together[i].status();
+    const cd::CodeDebugTrajectory& t = together[i]->trajectory;
+    EXPECT_EQ(t.ToTrajectory().tokens, alone->ToTrajectory().tokens);
+    EXPECT_EQ(t.stop_reason, alone->stop_reason);
+    EXPECT_EQ(t.final_files, alone->final_files);
+    EXPECT_EQ(t.runs, alone->runs);
+    // At least the state after the prompt, and more than that once an observation went in.
+    ASSERT_FALSE(t.steps.empty());
+    EXPECT_GT(together[i]->peak_session_bytes, 0);
+    EXPECT_GT(together[i]->wall_ms, 0);
+    passed += cd::ScoreCodeDebug(instances[i], t.final_files).passed ? 1 : 0;
+    commands.insert(t.steps.size());
+  }
+  // Real play, not garbage: some programs fixed, episodes of different lengths.
+  EXPECT_GE(passed, 1);
+  EXPECT_GE(commands.size(), 2u);
+}
+
 class CodeDebugRunTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -400,6 +452,7 @@ TEST_F(CodeDebugRunTest, AModelCheckpointPlaysThroughTheEngineAndIsStoredAndRepo
       EXPECT_FALSE(r.record.contains("stop_reason"));
     } else {
       EXPECT_EQ(r.key.model, "random-coder");
+      EXPECT_GT(r.peak_state_bytes, 0);
       EXPECT_FALSE(r.correct);
       EXPECT_FALSE(r.trajectory_match);
       EXPECT_FALSE(r.record.value("stop_reason", "").empty());
