@@ -304,11 +304,11 @@ absl::StatusOr<std::unique_ptr<CodeDebugAgent>> MakeCodeDebugAgent(const std::st
 absl::Status ValidateCodeDebugCell(const std::string& mode, const std::vector<int64_t>& lengths) {
   if (auto m = cd::ParseCodeDebugMode(mode); !m.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "eval: mode '", mode, "' is not a code_debug mode (interactive, single-turn)"));
+        "code_debug: mode '", mode, "' is not a code_debug mode (interactive, single-turn)"));
   }
   for (int64_t n : lengths) {
     if (n < cd::kMinFunctions || n > cd::kMaxFunctions + 1) {
-      return absl::InvalidArgumentError(absl::StrCat("eval: code_debug length ", n, " is not in ",
+      return absl::InvalidArgumentError(absl::StrCat("code_debug: length (n) ", n, " is not in ",
                                                      cd::kMinFunctions, "..",
                                                      cd::kMaxFunctions + 1));
     }
