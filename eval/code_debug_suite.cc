@@ -221,6 +221,10 @@ std::vector<absl::StatusOr<CodeDebugEpisode>> PlayCodeDebugGames(
     }
     if (!slots.empty()) {
       absl::StatusOr<std::vector<TokenId>> step = policy.Step(slots);
+      if (step.ok() && step->size() != slots.size()) {
+        step = absl::InternalError(absl::StrCat("code_debug: the policy answered ", step->size(),
+                                                " tokens for ", slots.size(), " episodes"));
+      }
       size_t k = 0;
       for (auto& g : live) {
         if (g->done) continue;
@@ -308,9 +312,8 @@ absl::Status ValidateCodeDebugCell(const std::string& mode, const std::vector<in
   }
   for (int64_t n : lengths) {
     if (n < cd::kMinFunctions || n > cd::kMaxFunctions + 1) {
-      return absl::InvalidArgumentError(absl::StrCat("code_debug: length (n) ", n, " is not in ",
-                                                     cd::kMinFunctions, "..",
-                                                     cd::kMaxFunctions + 1));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "code_debug: length ", n, " is not in ", cd::kMinFunctions, "..", cd::kMaxFunctions + 1));
     }
   }
   return absl::OkStatus();
