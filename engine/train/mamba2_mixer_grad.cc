@@ -68,6 +68,17 @@ inline const float* ConvRow(const float* in, int64_t ldi, const float* conv_in, 
 // zeros; pre f32 [T, C]). 64 columns at a time in registers, the plain loop's sums in its order.
 constexpr int kConvLanes = 16, kConvVecs = 4, kConvBlock = kConvLanes * kConvVecs;
 
+// acc[v] += a[16v .. 16v+15] * b[16v .. 16v+15] for v < NV (the product rounded, then the sum).
+template <int NV>
+__attribute__((always_inline)) inline void MulAddLanes(V16* acc, const float* a, const float* b) {
+  for (int v = 0; v < NV; ++v) {
+    V16 x, y;
+    std::memcpy(&x, a + kConvLanes * v, sizeof(V16));
+    std::memcpy(&y, b + kConvLanes * v, sizeof(V16));
+    acc[v] += x * y;
+  }
+}
+
 template <int NV>
 __attribute__((always_inline)) inline void ConvForwardBlock(const float* in, int64_t ldi,
                                                             const float* conv_in, int64_t T,
@@ -78,13 +89,7 @@ __attribute__((always_inline)) inline void ConvForwardBlock(const float* in, int
     for (int v = 0; v < NV; ++v) std::memcpy(&acc[v], cb + kConvLanes * v, sizeof(V16));
     for (int64_t k = 0; k < K; ++k) {
       const float* x = ConvRow(in, ldi, conv_in, C, K, t - (K - 1) + k);
-      if (x == nullptr) continue;
-      for (int v = 0; v < NV; ++v) {
-        V16 a, b;
-        std::memcpy(&a, cwt + k * C + kConvLanes * v, sizeof(V16));
-        std::memcpy(&b, x + kConvLanes * v, sizeof(V16));
-        acc[v] += a * b;
-      }
+      if (x != nullptr) MulAddLanes<NV>(acc, cwt + k * C, x);
     }
     for (int v = 0; v < NV; ++v) std::memcpy(pre + t * C + kConvLanes * v, &acc[v], sizeof(V16));
   }
@@ -141,13 +146,7 @@ __attribute__((always_inline)) inline void ConvBackwardBlock(const float* dp, in
     for (int v = 0; v < NV; ++v) acc[v] = V16{};
     for (int64_t t = 0; t < T; ++t) {
       const float* x = ConvRow(in, ldi, conv_in, C, K, t - (K - 1) + k);
-      if (x == nullptr) continue;
-      for (int v = 0; v < NV; ++v) {
-        V16 a, b;
-        std::memcpy(&a, dp + t * C + kConvLanes * v, sizeof(V16));
-        std::memcpy(&b, x + kConvLanes * v, sizeof(V16));
-        acc[v] += a * b;
-      }
+      if (x != nullptr) MulAddLanes<NV>(acc, dp + t * C, x);
     }
     for (int v = 0; v < NV; ++v) std::memcpy(dcwt + k * C + kConvLanes * v, &acc[v], sizeof(V16));
   }
@@ -157,12 +156,7 @@ __attribute__((always_inline)) inline void ConvBackwardBlock(const float* dp, in
     for (int64_t k = K - 1; k >= 0; --k) {
       const int64_t t = s + (K - 1) - k;
       if (t >= T) break;
-      for (int v = 0; v < NV; ++v) {
-        V16 a, cw;
-        std::memcpy(&a, dp + t * C + kConvLanes * v, sizeof(V16));
-        std::memcpy(&cw, cwt + k * C + kConvLanes * v, sizeof(V16));
-        acc[v] += cw * a;
-      }
+      MulAddLanes<NV>(acc, cwt + k * C, dp + t * C);
     }
     for (int v = 0; v < NV; ++v) std::memcpy(din + s * ldi + kConvLanes * v, &acc[v], sizeof(V16));
   }
