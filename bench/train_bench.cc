@@ -3,8 +3,15 @@
 // ~25M parameters, and the achieved matmul GFLOP/s against this machine's measured sgemm peak
 // (the same OpenBLAS, the same threads).
 //
-//   train_bench [--steps 3] [--threads 2] [--rows 32] [--len 128] [--sizes 1m,25m]
-//               [--families mamba2,llama,mistral,nemotron_h]
+//   train_bench [--steps 3] [--rounds 5] [--threads 2] [--rows 32] [--len 128]
+//               [--sizes 1m,25m] [--families mamba2,llama,mistral,nemotron_h]
+//
+// The machines this runs on are shared: another tenant can halve a core's speed for seconds at a
+// time, so one peak measured at the start and compared with timings taken later says as much
+// about the neighbours as about the trainer. Each model is therefore timed in `rounds` rounds,
+// each `steps` training steps bracketed by two short sgemm peak measurements (before and
+// after), and its ratio to the peak is taken per round against the mean of its two brackets:
+// the figures printed are the median over rounds and their range.
 //
 // FLOPs counted per token: 6 x the parameters of every weight matrix but the embedding (the
 // dense matmuls of forward and backward); per Mamba-2 layer the SSD's chunk matmuls (forward
@@ -49,7 +56,7 @@ double Cpu(clockid_t clock) {
 // Peak sgemm GFLOP/s with `threads` threads each running its own single-threaded 1024^3 sgemm
 // (the way the trainer uses BLAS). *per_cpu_s (if given) receives the GFLOP per CPU-second of
 // thread 0 (its own CPU time, so it does not drop when other processes take the core).
-double SgemmPeak(int threads, double* per_cpu_s = nullptr) {
+double SgemmPeak(int threads, double* per_cpu_s = nullptr, int reps = 8) {
   const int n = 1024;
   std::vector<std::vector<float>> a(threads, std::vector<float>(n * n, 0.5f)),
       b(threads, std::vector<float>(n * n, 0.25f)), c(threads, std::vector<float>(n * n));
@@ -59,7 +66,6 @@ double SgemmPeak(int threads, double* per_cpu_s = nullptr) {
                   b[t].data(), n, 0.f, c[t].data(), n);
   };
   for (int t = 0; t < threads; ++t) run(t, 1);  // warm up
-  const int reps = 8;
   const double t0 = Now();
   std::vector<std::thread> pool;
   for (int t = 1; t < threads; ++t) pool.emplace_back(run, t, reps);
@@ -68,6 +74,17 @@ double SgemmPeak(int threads, double* per_cpu_s = nullptr) {
   if (per_cpu_s) *per_cpu_s = 2.0 * n * n * n * reps / (Cpu(CLOCK_THREAD_CPUTIME_ID) - c0) / 1e9;
   for (auto& th : pool) th.join();
   return 2.0 * n * n * n * reps * threads / (Now() - t0) / 1e9;
+}
+
+// Median and range of a non-empty sample.
+struct Spread {
+  double median, lo, hi;
+};
+Spread SpreadOf(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  const double med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  return {med, v.front(), v.back()};
 }
 
 class RandomRows final : public et::ExampleSource {
@@ -178,12 +195,14 @@ std::vector<Bench> Benches(const std::string& sizes, const std::string& families
 }  // namespace
 
 int main(int argc, char** argv) {
-  int steps = 3, threads = 2, rows = 32, len = 128;
+  int steps = 3, rounds = 5, threads = 2, rows = 32, len = 128;
   std::string sizes = "1m,25m", families = "mamba2,llama,mistral,nemotron_h";
   for (int i = 1; i < argc; i += 2) {
     const std::string k = i + 1 < argc ? argv[i] : "";  // a flag without its value: usage
     if (k == "--steps")
       steps = std::atoi(argv[i + 1]);
+    else if (k == "--rounds")
+      rounds = std::atoi(argv[i + 1]);
     else if (k == "--threads")
       threads = std::atoi(argv[i + 1]);
     else if (k == "--rows")
@@ -195,12 +214,17 @@ int main(int argc, char** argv) {
     else if (k == "--families")
       families = argv[i + 1];
     else {
-      std::fprintf(
-          stderr,
-          "usage: train_bench [--steps 3] [--threads 2] [--rows 32] [--len 128]\n"
-          "                   [--sizes 1m,25m] [--families mamba2,llama,mistral,nemotron_h]\n");
+      std::fprintf(stderr,
+                   "usage: train_bench [--steps 3] [--rounds 5] [--threads 2] [--rows 32] "
+                   "[--len 128]\n"
+                   "                   [--sizes 1m,25m] [--families "
+                   "mamba2,llama,mistral,nemotron_h]\n");
       return 2;
     }
+  }
+  if (steps < 1 || rounds < 1 || threads < 1 || rows < 1 || len < 1) {
+    std::fprintf(stderr, "train_bench: --steps, --rounds, --threads, --rows, --len must be >= 1\n");
+    return 2;
   }
   openblas_set_num_threads(1);
   std::printf("OpenBLAS core: %s (set OPENBLAS_CORETYPE=SkylakeX if this says Prescott)\n",
@@ -208,12 +232,16 @@ int main(int argc, char** argv) {
   double peak_cpu = 0;
   const double peak1 = SgemmPeak(1, &peak_cpu), peakn = SgemmPeak(threads);
   std::printf(
-      "sgemm peak: %.1f GFLOP/s on 1 thread, %.1f GFLOP/s on %d threads; %.1f GFLOP per "
-      "CPU-second\n",
+      "sgemm peak at the start: %.1f GFLOP/s on 1 thread, %.1f GFLOP/s on %d threads; %.1f "
+      "GFLOP per CPU-second\n",
       peak1, peakn, threads, peak_cpu);
+  std::printf(
+      "per model: %d rounds of %d steps, each between two %d-thread sgemm peak measurements; "
+      "median [range] over rounds\n",
+      rounds, steps, threads);
   for (Bench& b : Benches(sizes, families, len)) {
     et::TrainOptions o;
-    o.steps = 1000;
+    o.steps = 1000000;
     o.batch = rows;
     o.threads = threads;
     RandomRows data(len, 285);
@@ -221,20 +249,33 @@ int main(int argc, char** argv) {
     const long long params = static_cast<long long>(b.model->table().total());
     et::Trainer tr(std::move(b.model), o, &data);
     tr.Step();  // warm up
-    const double t0 = Now(), c0 = Cpu(CLOCK_PROCESS_CPUTIME_ID);
-    int64_t tokens = 0;
-    for (int i = 0; i < steps; ++i) tokens += tr.Step().tokens;
-    const double dt = Now() - t0, dc = Cpu(CLOCK_PROCESS_CPUTIME_ID) - c0;
-    const double gflops = per_token * tokens / dt / 1e9;
-    // Per CPU-second against the sgemm's per CPU-second: the same ratio as the wall-clock one
-    // on an idle machine with balanced threads, but robust to other processes' load.
-    const double per_cpu = per_token * tokens / dc / 1e9;
+    std::vector<double> tok_s, gflops, peak, ratio, cpu_ratio;
+    for (int r = 0; r < rounds; ++r) {
+      double cpu_a = 0, cpu_b = 0;
+      const double pa = SgemmPeak(threads, &cpu_a, 4);
+      const double t0 = Now(), c0 = Cpu(CLOCK_PROCESS_CPUTIME_ID);
+      int64_t tokens = 0;
+      for (int i = 0; i < steps; ++i) tokens += tr.Step().tokens;
+      const double dt = Now() - t0, dc = Cpu(CLOCK_PROCESS_CPUTIME_ID) - c0;
+      const double pb = SgemmPeak(threads, &cpu_b, 4);
+      // Per CPU-second against the sgemm's per CPU-second (thread 0 of the same n-thread run):
+      // the same ratio as the wall-clock one on an idle machine with balanced threads, but
+      // robust to other processes taking a core.
+      const double g = per_token * tokens / dt / 1e9, per_cpu = per_token * tokens / dc / 1e9;
+      tok_s.push_back(tokens / dt);
+      gflops.push_back(g);
+      peak.push_back(0.5 * (pa + pb));
+      ratio.push_back(100.0 * g / peak.back());
+      cpu_ratio.push_back(100.0 * per_cpu / (0.5 * (cpu_a + cpu_b)));
+    }
+    const Spread ts = SpreadOf(tok_s), gf = SpreadOf(gflops), pk = SpreadOf(peak),
+                 ra = SpreadOf(ratio), cr = SpreadOf(cpu_ratio);
     std::printf(
-        "%s: %lld params, %d rows x %d tokens, %d threads: %.0f tokens/s, %.1f GFLOP/s "
-        "counted (%.0f%% of the %d-thread sgemm peak); %.1f GFLOP per CPU-second (%.0f%% of "
-        "the sgemm's)\n",
-        b.name.c_str(), params, rows, len, threads, tokens / dt, gflops, 100.0 * gflops / peakn,
-        threads, per_cpu, 100.0 * per_cpu / peak_cpu);
+        "%s: %lld params, %d rows x %d tokens, %d threads: %.0f [%.0f-%.0f] tokens/s, %.1f "
+        "GFLOP/s counted; %d-thread sgemm peak %.1f [%.1f-%.1f]; %.0f%% [%.0f-%.0f] of the "
+        "peak; per CPU-second %.0f%% [%.0f-%.0f] of the sgemm's\n",
+        b.name.c_str(), params, rows, len, threads, ts.median, ts.lo, ts.hi, gf.median, threads,
+        pk.median, pk.lo, pk.hi, ra.median, ra.lo, ra.hi, cr.median, cr.lo, cr.hi);
     std::fflush(stdout);
   }
   return 0;

@@ -242,6 +242,8 @@ Mamba2MixerSaved Mamba2MixerSaved::Carve(const Mamba2MixerDims& d, Carver& c) {
   s.proj = c.Take(T * d.E());
   s.pre = c.Take(T * d.C());
   s.xbc = c.Take(T * d.C());
+  s.den_pre = c.Take(T * d.C());
+  s.den_z = c.Take(T * d.di());
   s.dt = c.Take(T * d.H);
   s.y = c.Take(T * d.di());
   s.g = c.Take(T * d.di());
@@ -293,7 +295,7 @@ TAPELOOP_MIXER_CLONES void Mamba2MixerForward(const Mamba2MixerDims& md,
   float* cwt = scratch.cwt;  // [K, C]
   TransposeConv(w.conv_w, C, K, cwt);
   ConvForward(proj + di, E, conv_in, T, C, K, cwt, w.conv_b, pre);
-  SiluArray(pre, xbc, T * C);
+  SiluArray(pre, xbc, T * C, s.den_pre);
   const float* dtb = w.dt_bias;
   const float dt_min = md.dt_min;
   for (int64_t t = 0; t < T; ++t)
@@ -308,7 +310,7 @@ TAPELOOP_MIXER_CLONES void Mamba2MixerForward(const Mamba2MixerDims& md,
   }
   SsdForward(Ssd(md), xbc, dt, w.a_log, w.d, S, y, scratch.ssd, ssm_in != nullptr);
   // Gated RMSNorm: g = y * silu(z); yn = g * rg * w.
-  for (int64_t t = 0; t < T; ++t) SiluArray(proj + t * E, g + t * di, di);
+  for (int64_t t = 0; t < T; ++t) SiluArray(proj + t * E, g + t * di, di, s.den_z + t * di);
   for (int64_t i = 0; i < T * di; ++i) g[i] *= y[i];
   RmsNormForward(g, w.norm, T, di, md.eps, s.rg, s.yn);
   Gemm(false, true, T, D, di, 1.f, s.yn, di, w.out_proj, di, 1.f, out, D);
@@ -355,7 +357,8 @@ TAPELOOP_MIXER_CLONES void Mamba2MixerBackward(const Mamba2MixerDims& md,
   for (int64_t t = 0; t < T; ++t) {
     const float* z = proj + t * E;
     float* dz = dproj + t * E;
-    SiluGrad(z, dz, di, y + t * di, dg + t * di);  // dz = dg * y * silu'(z), then dg *= silu(z)
+    // dz = dg * y * silu'(z), then dg *= silu(z).
+    SiluGrad(z, dz, di, y + t * di, dg + t * di, s.den_z + t * di);
   }
   // SSD backward.
   std::fill(dxbc, dxbc + T * C, 0.f);
@@ -377,7 +380,7 @@ TAPELOOP_MIXER_CLONES void Mamba2MixerBackward(const Mamba2MixerDims& md,
       ddtb[hh] += dv;
     }
   // xbc = silu(pre): dpre in place of dxbc.
-  SiluGradInPlace(pre, dxbc, T * C);
+  SiluGradInPlace(pre, dxbc, T * C, s.den_pre);
   // Conv: dW, db, d input (into dproj's xBC columns).
   float* cwt = scratch.cwt;   // [K, C]
   float* dcwt = cwt + K * C;  // [K, C]

@@ -71,15 +71,17 @@ void AppendMamba2MixerSpecs(const std::string& prefix, int64_t D, int64_t H, int
 
 // What the forward pass keeps for the backward pass (views into the row's workspace).
 struct Mamba2MixerSaved {
-  float* proj;  // f32 [T, E]   in_proj output
-  float* pre;   // f32 [T, C]   conv output before SiLU
-  float* xbc;   // f32 [T, C]   after SiLU
-  float* dt;    // f32 [H, T]   after softplus (and clamp), transposed
-  float* y;     // f32 [T, di]  SSM output incl. D x
-  float* g;     // f32 [T, di]  y * silu(z)
-  float* rg;    // f32 [T]      gated norm's reciprocal RMS
-  float* yn;    // f32 [T, di]  gated norm output (out_proj input)
-  float* S;     // f32 [nch + 1, H, P, N] states at chunk boundaries, S[0] the incoming one
+  float* proj;     // f32 [T, E]   in_proj output
+  float* pre;      // f32 [T, C]   conv output before SiLU
+  float* xbc;      // f32 [T, C]   after SiLU
+  float* den_pre;  // f32 [T, C]  SiLU's 1 + exp(-pre), kept for the backward
+  float* den_z;    // f32 [T, di] SiLU's 1 + exp(-z)
+  float* dt;       // f32 [H, T]   after softplus (and clamp), transposed
+  float* y;        // f32 [T, di]  SSM output incl. D x
+  float* g;        // f32 [T, di]  y * silu(z)
+  float* rg;       // f32 [T]      gated norm's reciprocal RMS
+  float* yn;       // f32 [T, di]  gated norm output (out_proj input)
+  float* S;        // f32 [nch + 1, H, P, N] states at chunk boundaries, S[0] the incoming one
 
   static Mamba2MixerSaved Carve(const Mamba2MixerDims& d, Carver& c);
 };

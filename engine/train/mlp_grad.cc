@@ -23,6 +23,7 @@ MlpSaved MlpSaved::Carve(const MlpDims& d, Carver& c) {
   s.g = d.swiglu ? c.Take(d.T * d.F) : nullptr;
   s.up = c.Take(d.T * d.F);
   s.a = c.Take(d.T * d.F);
+  s.den = d.swiglu ? c.Take(d.T * d.F) : nullptr;
   return s;
 }
 
@@ -40,7 +41,7 @@ void MlpForward(const MlpDims& d, const MlpWeights& w, const float* u, const Mlp
   if (d.swiglu) {
     Gemm(false, true, T, F, D, 1.f, u, D, w.gate, D, 0.f, s.g, F);
     Gemm(false, true, T, F, D, 1.f, u, D, w.up, D, 0.f, s.up, F);
-    SiluArray(s.g, s.a, T * F);
+    SiluArray(s.g, s.a, T * F, s.den);
     const float* __restrict up = s.up;
     float* __restrict a = s.a;
     for (int64_t i = 0; i < T * F; ++i) a[i] *= up[i];
@@ -60,13 +61,13 @@ void MlpBackward(const MlpDims& d, const MlpWeights& w, const float* u, const Ml
   Gemm(false, false, T, F, D, 1.f, dout, D, w.down, F, 0.f, da, F);
   if (d.swiglu) {
     // a = silu(g) * up.
-    SiluArray(s.g, dup, T * F);  // dup = silu(g) for now
+    // silu(g) = g / den, as the forward's SiluArray computed it.
     for (int64_t i = 0; i < T * F; ++i) {
-      const float sg = dup[i];
+      const float sg = s.g[i] / s.den[i];
       dup[i] = da[i] * sg;
       dg[i] = da[i] * s.up[i];
     }
-    SiluGradInPlace(s.g, dg, T * F);
+    SiluGradInPlace(s.g, dg, T * F, s.den);
     Gemm(true, false, F, D, T, 1.f, dg, F, u, D, 1.f, g.gate, D);
     Gemm(true, false, F, D, T, 1.f, dup, F, u, D, 1.f, g.up, D);
     Gemm(false, false, T, D, F, 1.f, dg, F, w.gate, D, 0.f, du, D);

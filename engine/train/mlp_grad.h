@@ -47,9 +47,10 @@ MlpTensors<F> BindMlp(F* flat, const ParamTable& table, int first, const MlpDims
 void AppendMlpSpecs(const std::string& prefix, const MlpDims& d, std::vector<ParamSpec>* specs);
 
 struct MlpSaved {
-  float* g;   // f32 [T, F]  gate_proj output (SwiGLU only; null for relu^2)
-  float* up;  // f32 [T, F]  up_proj output
-  float* a;   // f32 [T, F]  down_proj input
+  float* g;    // f32 [T, F]  gate_proj output (SwiGLU only; null for relu^2)
+  float* up;   // f32 [T, F]  up_proj output
+  float* a;    // f32 [T, F]  down_proj input
+  float* den;  // f32 [T, F]  SiLU's 1 + exp(-g), kept for the backward (SwiGLU only)
 
   static MlpSaved Carve(const MlpDims& d, Carver& c);
 };

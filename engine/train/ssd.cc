@@ -197,28 +197,35 @@ __attribute__((always_inline)) inline void DecayWeightsVec(const float* decay, c
 // The per-head intra-chunk products on 16-float vectors, for head dims P that are multiples of
 // 16 (else the batched path calls Gemm): they skip W's zero upper triangle, which BLAS
 // multiplies through, and the call overhead of ~2,000 tiny sgemms per row. Register blocks of
-// four rows by up to four vectors; the sums run in index order per output, which is not BLAS's
-// order, so the results agree with the Gemm path to rounding. Terms from W's upper triangle
-// that a block reaches are exact zeros times finite values: they leave the sums unchanged.
+// eight rows by one vector or four rows by up to four; the sums run in index order per output,
+// which is not BLAS's order, so the results agree with the Gemm path to rounding. Terms from W's
+// upper triangle that a block reaches are exact zeros times finite values: they leave the sums
+// unchanged.
 inline int64_t RoundUp16(int64_t n) { return (n + 15) & ~int64_t{15}; }
 
 // out[i, p0 : p0 + 16 NV] = sum_{j <= i} w[i, j] x[j, same columns] for all i < q.
+// Rows per register block: eight for a single vector (eight independent chains keep both FMA
+// ports busy; four left them waiting on the FMA latency), else four.
+template <int NV>
+constexpr int kTriRows = NV == 1 ? 8 : 4;
+
 template <int NV>
 __attribute__((always_inline)) inline void LowerTriTimesSlice(const float* w, int64_t q,
                                                               const float* x, int64_t ldx,
                                                               float* out, int64_t ldo) {
+  constexpr int MR = kTriRows<NV>;
   int64_t i = 0;
-  for (; i + 4 <= q; i += 4) {
-    V16 a[4][NV] = {};
-    for (int64_t j = 0; j <= i + 3; ++j) {
+  for (; i + MR <= q; i += MR) {
+    V16 a[MR][NV] = {};
+    for (int64_t j = 0; j <= i + MR - 1; ++j) {
       V16 xv[NV];
       for (int v = 0; v < NV; ++v) xv[v] = Load16(x + j * ldx + 16 * v);
-      for (int r = 0; r < 4; ++r) {
+      for (int r = 0; r < MR; ++r) {
         const float wr = w[(i + r) * q + j];
         for (int v = 0; v < NV; ++v) a[r][v] += wr * xv[v];
       }
     }
-    for (int r = 0; r < 4; ++r)
+    for (int r = 0; r < MR; ++r)
       for (int v = 0; v < NV; ++v) Store16(out + (i + r) * ldo + 16 * v, a[r][v]);
   }
   for (; i < q; ++i) {
@@ -235,18 +242,19 @@ __attribute__((always_inline)) inline void LowerTriTimesSlice(const float* w, in
 template <int NV>
 __attribute__((always_inline)) inline void LowerTriTransposedTimesAddSlice(
     const float* w, int64_t q, const float* dy, int64_t ldy, float* out, int64_t ldo) {
+  constexpr int MR = kTriRows<NV>;
   int64_t j = 0;
-  for (; j + 4 <= q; j += 4) {
-    V16 a[4][NV] = {};
+  for (; j + MR <= q; j += MR) {
+    V16 a[MR][NV] = {};
     for (int64_t i = j; i < q; ++i) {
       V16 dv[NV];
       for (int v = 0; v < NV; ++v) dv[v] = Load16(dy + i * ldy + 16 * v);
-      for (int r = 0; r < 4; ++r) {
+      for (int r = 0; r < MR; ++r) {
         const float wr = w[i * q + j + r];
         for (int v = 0; v < NV; ++v) a[r][v] += wr * dv[v];
       }
     }
-    for (int r = 0; r < 4; ++r)
+    for (int r = 0; r < MR; ++r)
       for (int v = 0; v < NV; ++v) {
         float* o = out + (j + r) * ldo + 16 * v;
         Store16(o, Load16(o) + a[r][v]);
@@ -314,16 +322,17 @@ __attribute__((always_inline)) inline void LowerTriTransposedTimesAdd(const floa
 __attribute__((always_inline)) inline void LowerTriOuter(const float* dy, int64_t ldy,
                                                          const float* xT, int64_t ldt, int64_t q,
                                                          int64_t P, float* dW, int64_t ldw) {
+  constexpr int MR = 8;  // eight independent chains per block (see kTriRows)
   int64_t i = 0;
-  for (; i + 4 <= q; i += 4) {
-    const int64_t n = std::min(ldt, RoundUp16(i + 4));
+  for (; i + MR <= q; i += MR) {
+    const int64_t n = std::min(ldt, RoundUp16(i + MR));
     for (int64_t j = 0; j < n; j += 16) {
-      V16 a[4] = {};
+      V16 a[MR] = {};
       for (int64_t p = 0; p < P; ++p) {
         const V16 xv = Load16(xT + p * ldt + j);
-        for (int r = 0; r < 4; ++r) a[r] += dy[(i + r) * ldy + p] * xv;
+        for (int r = 0; r < MR; ++r) a[r] += dy[(i + r) * ldy + p] * xv;
       }
-      for (int r = 0; r < 4; ++r) Store16(dW + (i + r) * ldw + j, a[r]);
+      for (int r = 0; r < MR; ++r) Store16(dW + (i + r) * ldw + j, a[r]);
     }
   }
   for (; i < q; ++i) {

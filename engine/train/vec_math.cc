@@ -55,46 +55,64 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void ExpInPlace(flo
   for (; i < n; ++i) x[i] = ExpScalar(x[i]);
 }
 
+// 1 + exp(-v): SiLU's denominator, the one expression every function below computes it with
+// (so each target contracts it alike, and a stored den equals a recomputed one bit for bit).
+template <typename F, typename I>
+__attribute__((always_inline)) inline F SiluDen(F v) {
+  return 1.f + ExpPoly<F, I>(-v);
+}
+inline float SiluDenScalar(float x) { return 1.f + ExpScalar(-x); }
+
 __attribute__((target_clones("avx512f", "avx2", "default"))) void SiluArray(const float* x,
-                                                                            float* y, int64_t n) {
+                                                                            float* y, int64_t n,
+                                                                            float* den) {
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    VF v = Load(x + i);
-    Store(y + i, v / (1.f + ExpPoly<VF, VI>(-v)));
+  if (den) {
+    for (; i + kLanes <= n; i += kLanes) {
+      const VF v = Load(x + i), dv = SiluDen<VF, VI>(v);
+      Store(den + i, dv);
+      Store(y + i, v / dv);
+    }
+    for (; i < n; ++i) {
+      den[i] = SiluDenScalar(x[i]);
+      y[i] = x[i] / den[i];
+    }
+    return;
   }
-  for (; i < n; ++i) y[i] = x[i] / (1.f + ExpScalar(-x[i]));
+  for (; i + kLanes <= n; i += kLanes) {
+    const VF v = Load(x + i);
+    Store(y + i, v / SiluDen<VF, VI>(v));
+  }
+  for (; i < n; ++i) y[i] = x[i] / SiluDenScalar(x[i]);
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void SiluGrad(const float* z,
-                                                                           float* dz, int64_t n,
-                                                                           const float* y,
-                                                                           float* dg) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void SiluGrad(
+    const float* z, float* dz, int64_t n, const float* y, float* dg, const float* den) {
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    VF zv = Load(z + i);
-    VF s = 1.f / (1.f + ExpPoly<VF, VI>(-zv));
-    VF g = Load(dg + i);
+    const VF zv = Load(z + i);
+    const VF s = 1.f / (den ? Load(den + i) : SiluDen<VF, VI>(zv));
+    const VF g = Load(dg + i);
     Store(dz + i, g * Load(y + i) * (s * (1.f + zv * (1.f - s))));
     Store(dg + i, g * (zv * s));
   }
   for (; i < n; ++i) {
-    const float s = 1.f / (1.f + ExpScalar(-z[i]));
+    const float s = 1.f / (den ? den[i] : SiluDenScalar(z[i]));
     dz[i] = dg[i] * y[i] * (s * (1.f + z[i] * (1.f - s)));
     dg[i] *= z[i] * s;
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void SiluGradInPlace(const float* x,
-                                                                                  float* d,
-                                                                                  int64_t n) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void SiluGradInPlace(
+    const float* x, float* d, int64_t n, const float* den) {
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    VF xv = Load(x + i);
-    VF s = 1.f / (1.f + ExpPoly<VF, VI>(-xv));
+    const VF xv = Load(x + i);
+    const VF s = 1.f / (den ? Load(den + i) : SiluDen<VF, VI>(xv));
     Store(d + i, Load(d + i) * (s * (1.f + xv * (1.f - s))));
   }
   for (; i < n; ++i) {
-    const float s = 1.f / (1.f + ExpScalar(-x[i]));
+    const float s = 1.f / (den ? den[i] : SiluDenScalar(x[i]));
     d[i] *= s * (1.f + x[i] * (1.f - s));
   }
 }

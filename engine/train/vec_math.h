@@ -13,13 +13,16 @@ namespace tapeloop::engine::train {
 
 // x[i] = exp(x[i]).
 void ExpInPlace(float* x, int64_t n);
-// y[i] = x[i] * sigmoid(x[i]) (SiLU). x and y may not alias.
-void SiluArray(const float* x, float* y, int64_t n);
+// y[i] = x[i] * sigmoid(x[i]) (SiLU), computed as x / den with den = 1 + exp(-x). x and y may
+// not alias. With `den` (f32 [n]) also stores den[i]: the backward functions below take it to
+// skip their exp, with results bit for bit those they compute without it.
+void SiluArray(const float* x, float* y, int64_t n, float* den = nullptr);
 // Backward of g = y * silu(z) at fixed y: dz[i] = dg[i] * y[i] * silu'(z[i]); then
-// dg[i] *= silu(z[i]) (so dg becomes d/dy).
-void SiluGrad(const float* z, float* dz, int64_t n, const float* y, float* dg);
-// d[i] *= silu'(x[i]).
-void SiluGradInPlace(const float* x, float* d, int64_t n);
+// dg[i] *= silu(z[i]) (so dg becomes d/dy). den: as stored by SiluArray(z, ...), or null.
+void SiluGrad(const float* z, float* dz, int64_t n, const float* y, float* dg,
+              const float* den = nullptr);
+// d[i] *= silu'(x[i]). den: as stored by SiluArray(x, ...), or null.
+void SiluGradInPlace(const float* x, float* d, int64_t n, const float* den = nullptr);
 // y[i] = relu(x[i])^2 (relu(x) = x > 0 ? x : 0). x and y may not alias.
 void Relu2Array(const float* x, float* y, int64_t n);
 // Backward of y = relu(x)^2: dx[i] = x[i] > 0 ? dy[i] * 2 * x[i] : 0. dx may alias dy.

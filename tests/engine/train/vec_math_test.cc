@@ -52,6 +52,33 @@ TEST(VecMath, SiluGradsMatchDefinition) {
   }
 }
 
+// The backward pass takes SiLU's denominators from the forward (SiluArray's den) instead of
+// recomputing them: every result must be the one recomputing gives, bit for bit.
+TEST(VecMath, StoredSiluDenominatorsGiveTheSameBits) {
+  for (int64_t n : kLengths) {
+    const std::vector<float> z = Inputs(n, 7 + n), y = Inputs(n, 8 + n), g = Inputs(n, 9 + n);
+    std::vector<float> a(n), b(n), den(n, -1.f);
+    SiluArray(z.data(), a.data(), n);
+    SiluArray(z.data(), b.data(), n, den.data());
+    for (int64_t i = 0; i < n; ++i) {
+      EXPECT_EQ(a[i], b[i]) << n << " " << i;
+      EXPECT_NEAR(den[i], 1.0 + std::exp(-double{z[i]}), 1e-6 * (1.0 + std::exp(-double{z[i]})))
+          << n << " " << i;
+      EXPECT_EQ(z[i] / den[i], a[i]) << n << " " << i;  // what MlpBackward recomputes
+    }
+    std::vector<float> dz1(n), dz2(n), dg1 = g, dg2 = g, d1 = g, d2 = g;
+    SiluGrad(z.data(), dz1.data(), n, y.data(), dg1.data());
+    SiluGrad(z.data(), dz2.data(), n, y.data(), dg2.data(), den.data());
+    SiluGradInPlace(z.data(), d1.data(), n);
+    SiluGradInPlace(z.data(), d2.data(), n, den.data());
+    for (int64_t i = 0; i < n; ++i) {
+      EXPECT_EQ(dz1[i], dz2[i]) << n << " " << i;
+      EXPECT_EQ(dg1[i], dg2[i]) << n << " " << i;
+      EXPECT_EQ(d1[i], d2[i]) << n << " " << i;
+    }
+  }
+}
+
 // relu^2 and its gradient are exact: the same float operations as the plain expressions.
 TEST(VecMath, Relu2EqualsPlainExpressions) {
   for (int64_t n : kLengths) {
