@@ -37,7 +37,8 @@ constexpr char kUsage[] =
     "          fork SESSION | snapshot SESSION | session SESSION\n"
     "          restore SNAPSHOT [--temperature T] [--seed S]\n"
     "          close SESSION | sessions | stats\n"
-    "agents:   episode --task T --length N [--seed S] [--index I] [--mode M]\n"
+    "agents:   episode --task T --length N [--seed S] [--index I] [--mode M]   (T: addition,\n"
+    "                  multiplication*, code_debug; M default: pointer, interactive)\n"
     "                  [--policy MODEL|oracle] [--temperature T] [--quiet]\n"
     "          episodes [--page-size N] | get-episode ID\n"
     "tools:    tools [--task T] [--mode M]\n"
@@ -412,7 +413,7 @@ int RunVerb(const std::string& verb, Args& args, Client& c) {
     auto seed = args.Int("seed", 1);
     auto index = args.Int("index", 0);
     auto temperature = args.Double("temperature", 0.0);
-    std::string mode = args.String("mode", "pointer");
+    std::string mode = args.String("mode", "");  // empty: the task's default
     std::string policy = args.String("policy", "mamba2-pointer");
     bool quiet = args.Bool("quiet");
     if (!task.ok()) return usage(task.status());
@@ -450,7 +451,8 @@ int RunVerb(const std::string& verb, Args& args, Client& c) {
                     << e.started().policy() << "\n"
                     << e.started().prompt() << "\n";
         } else if (e.has_token() && !quiet) {
-          std::cout << e.token().text();
+          // An observation's tokens repeat the tool result printed just before them.
+          if (e.token().role() != v1::TOKEN_ROLE_OBSERVATION) std::cout << e.token().text();
         } else if (e.has_tool_call() && !quiet) {
           std::cout << "\n  -> " << e.tool_call().name() << " " << e.tool_call().arguments_json()
                     << "\n";

@@ -39,8 +39,10 @@ bool MatchesExpert(const cd::CodeDebugInstance& instance, const cd::CodeDebugTra
   return true;
 }
 
-EpisodeRow Row(const EpisodeKey& key, const cd::CodeDebugInstance* instance,
-               const absl::StatusOr<CodeDebugEpisode>& episode, bool expert) {
+}  // namespace
+
+EpisodeRow CodeDebugRow(const EpisodeKey& key, const cd::CodeDebugInstance* instance,
+                        const absl::StatusOr<CodeDebugEpisode>& episode, bool expert) {
   EpisodeRow row;
   row.key = key;
   const cd::CodeDebugTrajectory* t = episode.ok() ? &episode->trajectory : nullptr;
@@ -86,8 +88,6 @@ EpisodeRow Row(const EpisodeKey& key, const cd::CodeDebugInstance* instance,
   return row;
 }
 
-}  // namespace
-
 absl::StatusOr<cd::CodeDebugTrajectory> OracleCodeDebugAgent::Solve(
     const cd::CodeDebugInstance& instance, cd::CodeDebugMode mode) {
   return cd::Oracle(instance, mode);
@@ -108,7 +108,8 @@ struct LiveGame {
   CodeDebugEpisode episode;
   Clock::time_point start;
   int slot = -1;
-  int64_t written = 0;  // tokens the policy wrote
+  int64_t written = 0;   // tokens the policy wrote
+  int64_t position = 0;  // the next token's position in the session ([BOS] is 0)
   bool in_call = false;
   std::string command;
   bool done = false;
@@ -127,8 +128,10 @@ struct LiveGame {
 // Feeds the policy's next token into the episode: a command's bytes accumulate; a finished
 // command goes to the debugger and its answer into the session.
 void OnToken(LiveGame& g, TokenId id, agents::Policy& policy, const Tokenizer& tokenizer,
-             const ModelDebugLimits& limits) {
+             const ModelDebugLimits& limits, const CodeDebugHooks* hooks) {
   ++g.written;
+  const int64_t position = g.position++;
+  if (hooks != nullptr && hooks->on_token) hooks->on_token(g.index, position, id, false);
   if (!g.in_call) {
     if (id == tokens::kEos) return g.Stop("eos");
     if (id != tokens::kCall) {
@@ -151,9 +154,15 @@ void OnToken(LiveGame& g, TokenId id, agents::Policy& policy, const Tokenizer& t
   g.in_call = false;
   g.env->Step(g.command);
   if (g.command == "run") ++g.episode.trajectory.runs;
+  if (hooks != nullptr && hooks->on_step) hooks->on_step(g.index, position, g.env->steps().back());
   std::vector<TokenId> obs = {tokens::kObs};
   for (unsigned char c : g.env->steps().back().observation) obs.push_back(c);
   obs.push_back(tokens::kObsEnd);
+  if (hooks != nullptr && hooks->on_token) {
+    for (TokenId t : obs) hooks->on_token(g.index, g.position++, t, true);
+  } else {
+    g.position += static_cast<int64_t>(obs.size());
+  }
   if (absl::Status s = policy.Append(g.slot, obs); !s.ok()) return g.Fail(std::move(s));
   g.episode.peak_session_bytes =
       std::max(g.episode.peak_session_bytes, policy.SessionBytes(g.slot));
@@ -165,7 +174,7 @@ void OnToken(LiveGame& g, TokenId id, agents::Policy& policy, const Tokenizer& t
 
 std::vector<absl::StatusOr<CodeDebugEpisode>> PlayCodeDebugGames(
     agents::Policy& policy, std::span<const CodeDebugGame> games, const ModelDebugLimits& limits,
-    int parallel) {
+    int parallel, const CodeDebugHooks* hooks) {
   std::vector<absl::StatusOr<CodeDebugEpisode>> results(
       games.size(), absl::InternalError("code_debug: episode not played"));
   const Tokenizer tokenizer;
@@ -208,12 +217,20 @@ std::vector<absl::StatusOr<CodeDebugEpisode>> PlayCodeDebugGames(
         continue;
       }
       g->slot = *slot;
+      g->position = static_cast<int64_t>(prompt.size());
       g->episode.peak_session_bytes = policy.SessionBytes(g->slot);
       live.push_back(std::move(g));
     }
-    // The token budget is checked before each token is asked for.
+    // The token budget (and a cancel) is checked before each token is asked for.
+    const bool cancelled = hooks != nullptr && hooks->cancel != nullptr &&
+                           hooks->cancel->load(std::memory_order_acquire);
     for (auto& g : live) {
-      if (g->written >= limits.max_tokens) g->Stop("max_tokens");
+      if (g->done) continue;
+      if (cancelled) {
+        g->Stop("cancelled");
+      } else if (g->written >= limits.max_tokens) {
+        g->Stop("max_tokens");
+      }
     }
     std::vector<int> slots;
     for (const auto& g : live) {
@@ -231,7 +248,7 @@ std::vector<absl::StatusOr<CodeDebugEpisode>> PlayCodeDebugGames(
         if (!step.ok()) {
           g->Fail(step.status());
         } else {
-          OnToken(*g, (*step)[k++], policy, tokenizer, limits);
+          OnToken(*g, (*step)[k++], policy, tokenizer, limits, hooks);
         }
       }
     }
@@ -257,6 +274,21 @@ absl::StatusOr<cd::CodeDebugTrajectory> PlayCodeDebug(agents::Policy& policy,
   auto played = PlayCodeDebugGames(policy, {&game, 1}, limits, 1);
   if (!played[0].ok()) return played[0].status();
   return std::move(played[0]->trajectory);
+}
+
+void ReplayCodeDebugEvents(const cd::CodeDebugTrajectory& t, const CodeDebugHooks& hooks) {
+  const tasks::Trajectory played = t.ToTrajectory();
+  size_t step = 0;
+  for (size_t i = played.PromptSize(); i < played.tokens.size(); ++i) {
+    const TokenId id = played.tokens[i];
+    const bool observation = played.roles[i] == tasks::Role::kObservation;
+    if (hooks.on_token) hooks.on_token(0, static_cast<int64_t>(i), id, observation);
+    if (id != tokens::kCallEnd) continue;
+    if (step < t.steps.size() && hooks.on_step) {
+      hooks.on_step(0, static_cast<int64_t>(i), t.steps[step]);
+    }
+    ++step;
+  }
 }
 
 std::vector<absl::StatusOr<CodeDebugEpisode>> CodeDebugAgent::SolveAll(
@@ -350,7 +382,7 @@ absl::StatusOr<std::vector<EpisodeRow>> RunCodeDebugEpisodes(CodeDebugAgent& age
       for (size_t i = begin; i < end; ++i) {
         const auto& instance = instances[i - begin];
         if (!instance.ok()) {
-          rows[i] = Row(keys[i], nullptr, instance.status(), agent.is_expert());
+          rows[i] = CodeDebugRow(keys[i], nullptr, instance.status(), agent.is_expert());
           continue;
         }
         games.push_back({&*instance, *cd::ParseCodeDebugMode(keys[i].mode), instance->seed});
@@ -359,7 +391,7 @@ absl::StatusOr<std::vector<EpisodeRow>> RunCodeDebugEpisodes(CodeDebugAgent& age
       std::vector<absl::StatusOr<CodeDebugEpisode>> results = agent.SolveAll(games);
       for (size_t j = 0; j < played.size(); ++j) {
         const size_t i = played[j];
-        rows[i] = Row(keys[i], &*instances[i - begin], results[j], agent.is_expert());
+        rows[i] = CodeDebugRow(keys[i], &*instances[i - begin], results[j], agent.is_expert());
       }
     }
   };

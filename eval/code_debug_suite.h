@@ -17,7 +17,9 @@
 #define TAPELOOP_EVAL_CODE_DEBUG_SUITE_H_
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -96,14 +98,36 @@ absl::StatusOr<tasks::code_debug::CodeDebugTrajectory> PlayCodeDebug(
     agents::Policy& policy, const tasks::code_debug::CodeDebugInstance& instance,
     tasks::code_debug::CodeDebugMode mode, uint64_t seed, const ModelDebugLimits& limits = {});
 
+// Optional hooks into PlayCodeDebugGames, for a client that streams an episode as it is played
+// (the gRPC Agent service). Called on the playing thread, in trajectory order per game:
+//   on_token(game, position, token, observation): every token after the prompt, written by the
+//     policy (observation = false) or appended from the debugger's answer ([OBS] ... [/OBS],
+//     true), at its position in the session ([BOS] is 0);
+//   on_step(game, position, step): a command once the debugger has answered it (`position` is
+//     its [/CALL]'s), before the answer's tokens.
+// `cancel`, when set, stops every live episode before its next token with stop_reason
+// "cancelled".
+struct CodeDebugHooks {
+  std::function<void(size_t game, int64_t position, TokenId token, bool observation)> on_token;
+  std::function<void(size_t game, int64_t position, const tasks::code_debug::DebugStep& step)>
+      on_step;
+  const std::atomic<bool>* cancel = nullptr;
+};
+
 // PlayCodeDebug for many games with one policy: up to `parallel` (>= 1) episodes live at once,
 // each decode step one Policy::Step over all of them, a finished episode's place taken by the
 // next game. Result i is game i's, the same as PlayCodeDebug gives it alone (a slot's tokens do
 // not depend on the other slots: the Policy contract). A policy error fails the episodes it
-// touched (a Step error: every live one) and the others go on.
+// touched (a Step error: every live one) and the others go on. `hooks` may be null.
 std::vector<absl::StatusOr<CodeDebugEpisode>> PlayCodeDebugGames(
     agents::Policy& policy, std::span<const CodeDebugGame> games, const ModelDebugLimits& limits,
-    int parallel);
+    int parallel, const CodeDebugHooks* hooks = nullptr);
+
+// Calls `hooks` (game 0) with the events PlayCodeDebugGames reports for a policy that writes
+// exactly `t`'s commands and then [EOS]: the tokens of t.ToTrajectory() after its prompt, and
+// each step at its [/CALL]. For episodes played without a policy (the oracles).
+void ReplayCodeDebugEvents(const tasks::code_debug::CodeDebugTrajectory& t,
+                           const CodeDebugHooks& hooks);
 
 // A model (any family the engine runs) plays through PlayCodeDebugGames with greedy decoding:
 // SolveAll plays up to `batch` episodes with one agents::EnginePolicy (its own sessions, so
@@ -136,6 +160,13 @@ absl::StatusOr<std::unique_ptr<CodeDebugAgent>> MakeCodeDebugAgent(const std::st
 // INVALID_ARGUMENT unless `mode` is "interactive" or "single-turn" and every length is a valid
 // n (2..1001).
 absl::Status ValidateCodeDebugCell(const std::string& mode, const std::vector<int64_t>& lengths);
+
+// The evaluation row of one played episode (`episode` for `key`'s `instance`, null when it was
+// not generated): the score on the files the agent left, the trajectory compared with the
+// expert's (true without comparing when `expert`), and the record `tapeloop run --task
+// code_debug --json` prints and the evaluator stores.
+EpisodeRow CodeDebugRow(const EpisodeKey& key, const tasks::code_debug::CodeDebugInstance* instance,
+                        const absl::StatusOr<CodeDebugEpisode>& episode, bool expert);
 
 // Plays the episodes `keys` (task code_debug; key.mode, key.length = n, key.seed, key.index)
 // with `agent` on `threads` threads (>= 1), each handing the agent's SolveAll up to

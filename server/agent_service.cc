@@ -1,5 +1,6 @@
 #include "server/agent_service.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -19,11 +20,14 @@
 #include "common/tokenizer.h"
 #include "common/utf8.h"
 #include "engine/session/sampling.h"
+#include "eval/code_debug_suite.h"
 #include "server/grpc_status.h"
+#include "tasks/code_debug/code_debug.h"
 #include "tasks/task.h"
 
 namespace tapeloop::server {
 namespace v1 = ::tapeloop::v1;
+namespace cd = ::tapeloop::tasks::code_debug;
 namespace {
 
 constexpr char kOracle[] = "oracle";
@@ -52,34 +56,66 @@ v1::TokenRole ToProto(tasks::Role role) {
   return v1::TOKEN_ROLE_UNSPECIFIED;
 }
 
-// The request, checked: every refusal names its field.
+// The request, checked: every refusal names its field. Either an arithmetic task (`task`,
+// `mode`) or code_debug (`code_debug`, `debug_mode`).
 struct EpisodeRequest {
   const tasks::Task* task = nullptr;
   tasks::Mode mode = tasks::Mode::kPointer;
+  bool code_debug = false;
+  cd::CodeDebugMode debug_mode = cd::CodeDebugMode::kInteractive;
+
+  // The mode's name as stored and reported.
+  std::string ModeName() const {
+    return std::string(code_debug ? cd::CodeDebugModeName(debug_mode) : tasks::ModeName(mode));
+  }
 };
 
 absl::StatusOr<EpisodeRequest> Validate(const v1::RunEpisodeRequest& r,
                                         const ServiceLimits& limits) {
   EpisodeRequest out;
   if (r.task().empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("task: required, one of ", absl::StrJoin(tasks::TaskNames(), ", ")));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "task: required, one of ", absl::StrJoin(tasks::TaskNames(), ", "), ", ", cd::kTaskName));
   }
-  auto task = tasks::FindTask(r.task());
-  if (!task.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("task: ", task.status().message()));
-  }
-  out.task = *task;
-  if (!r.mode().empty()) {
-    auto mode = tasks::ParseMode(r.mode());
-    if (!mode.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("mode: ", mode.status().message()));
+  if (r.task() == cd::kTaskName) {
+    out.code_debug = true;
+    if (!r.mode().empty()) {
+      auto mode = cd::ParseCodeDebugMode(r.mode());
+      if (!mode.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "mode: '", r.mode(), "' is not a code_debug mode (interactive, single-turn)"));
+      }
+      out.debug_mode = *mode;
     }
-    out.mode = *mode;
-  }
-  if (r.length() < 1 || r.length() > limits.max_episode_length) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("length: must be in 1..", limits.max_episode_length, ", got ", r.length()));
+    const int64_t max_n = std::min<int64_t>(cd::kMaxFunctions + 1, limits.max_episode_length);
+    if (r.length() < cd::kMinFunctions || r.length() > max_n) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("length: the number of functions (files) of a code_debug program, must be "
+                       "in ",
+                       cd::kMinFunctions, "..", max_n, ", got ", r.length()));
+    }
+    if (r.training()) {
+      return absl::InvalidArgumentError(
+          "training: code_debug episodes are drawn from the test distribution only");
+    }
+  } else {
+    auto task = tasks::FindTask(r.task());
+    if (!task.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("task: ", task.status().message(), " (or ", cd::kTaskName, ")"));
+    }
+    out.task = *task;
+    if (!r.mode().empty()) {
+      auto mode = tasks::ParseMode(r.mode());
+      if (!mode.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("mode: ", mode.status().message()));
+      }
+      out.mode = *mode;
+    }
+    if (r.length() < 1 || r.length() > limits.max_episode_length) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("length: must be in 1..", limits.max_episode_length, ", got ", r.length()));
+    }
   }
   if (r.index() < 0) {
     return absl::InvalidArgumentError(absl::StrCat("index: must be >= 0, got ", r.index()));
@@ -204,6 +240,7 @@ class EpisodeCall final : public grpc::ServerWriteReactor<v1::RunEpisodeResponse
       policy = std::make_unique<agents::EnginePolicy>(model->model.get(), params);
     }
     if (cancel_.load(std::memory_order_acquire)) return Cancelled();
+    if (checked_.code_debug) return PlayCodeDebug(model.get());
 
     const agents::EpisodeSpec spec =
         agents::MakeEpisodeSpec(checked_.task, checked_.mode, request_.length(), request_.seed(),
@@ -270,8 +307,8 @@ class EpisodeCall final : public grpc::ServerWriteReactor<v1::RunEpisodeResponse
     }
 
     // Durable before acknowledged.
-    if (auto s = service_->StoreEpisode(id, principal_, request_, request_.policy(), r.score.exact,
-                                        DumpJson(r.ToJson()));
+    if (auto s = service_->StoreEpisode(id, principal_, request_, checked_.ModeName(),
+                                        r.score.exact, DumpJson(r.ToJson()));
         !s.ok()) {
       return ToGrpcStatus(Prefixed(s, "storing the episode: "));
     }
@@ -293,6 +330,137 @@ class EpisodeCall final : public grpc::ServerWriteReactor<v1::RunEpisodeResponse
     f->set_policy_ms(r.policy_ms);
     f->set_tool_ms(r.tool_ms);
     f->set_peak_session_bytes(r.peak_session_bytes);
+    f->set_stored(true);
+    if (!Push(std::move(event))) return Cancelled();
+    return grpc::Status::OK;
+  }
+
+  // Task code_debug: the instance, play and record of eval/code_debug_suite.h (episode `index`
+  // of (n, seed) is `tapeloop run --task code_debug --seed S`'s index-th). A model plays
+  // through eval::PlayCodeDebugGames, whose hooks stream each token and command as it happens;
+  // the oracle's trajectory is replayed through the same hooks. `model` is null for the oracle.
+  grpc::Status PlayCodeDebug(const LoadedModel* model) {
+    const int64_t n = request_.length();
+    auto instance = cd::GenerateCodeDebug(static_cast<int>(n),
+                                          tasks::MixSeed(static_cast<uint64_t>(request_.seed()),
+                                                         static_cast<uint64_t>(request_.index())));
+    if (!instance.ok()) return ToGrpcStatus(Prefixed(instance.status(), "code_debug: "));
+    const std::string id = NewId("ep");
+    const std::string mode = checked_.ModeName();
+    {
+      v1::EpisodeEvent event;
+      auto* started = event.mutable_started();
+      started->set_episode_id(id);
+      started->set_prompt(instance->prompt);
+      started->add_prompt_tokens(tokens::kBos);
+      for (unsigned char c : instance->prompt) started->add_prompt_tokens(c);
+      started->set_task(cd::kTaskName);
+      started->set_mode(mode);
+      started->set_policy(request_.policy());
+      started->set_length(n);
+      started->set_seed(request_.seed());
+      started->set_index(request_.index());
+      if (!Push(std::move(event))) return Cancelled();
+    }
+
+    const Tokenizer tokenizer;
+    int64_t next_position = 1 + static_cast<int64_t>(instance->prompt.size());
+    int64_t generated = 0, calls = 0;
+    eval::CodeDebugHooks hooks;
+    hooks.cancel = &cancel_;
+    hooks.on_token = [&](size_t, int64_t position, TokenId token, bool observation) {
+      next_position = position + 1;
+      if (!observation) ++generated;
+      v1::EpisodeEvent event;
+      auto* t = event.mutable_token();
+      t->set_position(position);
+      t->set_id(token);
+      t->set_text(tokenizer.TokenText(token));
+      t->set_role(observation             ? v1::TOKEN_ROLE_OBSERVATION
+                  : token == tokens::kEos ? v1::TOKEN_ROLE_EOS
+                                          : v1::TOKEN_ROLE_COMMAND);
+      Push(std::move(event));  // false once cancelled: the play stops at its next token
+    };
+    hooks.on_step = [&](size_t, int64_t position, const cd::DebugStep& step) {
+      const std::string call_id = absl::StrCat("call_", calls++);
+      v1::EpisodeEvent call;
+      call.mutable_tool_call()->set_call_id(call_id);
+      call.mutable_tool_call()->set_name("debugger");
+      call.mutable_tool_call()->set_arguments_json(
+          DumpJson(nlohmann::json::object({{"command", step.command}})));
+      call.mutable_tool_call()->set_position(position);
+      Push(std::move(call));
+      v1::EpisodeEvent result;
+      result.mutable_tool_result()->set_call_id(call_id);
+      result.mutable_tool_result()->set_text(step.observation);
+      result.mutable_tool_result()->set_is_error(step.is_error);
+      result.mutable_tool_result()->set_token(-1);
+      Push(std::move(result));
+    };
+
+    eval::ModelDebugLimits limits;
+    if (request_.max_generated_tokens() > 0) limits.max_tokens = request_.max_generated_tokens();
+    if (request_.max_tool_steps() > 0) {
+      limits.max_steps = static_cast<int>(
+          std::min<int64_t>(request_.max_tool_steps(), std::numeric_limits<int>::max()));
+    }
+    const eval::CodeDebugGame game{&*instance, checked_.debug_mode, instance->seed};
+    absl::StatusOr<eval::CodeDebugEpisode> played = absl::InternalError("not played");
+    if (model == nullptr) {
+      const auto start = std::chrono::steady_clock::now();
+      auto t = cd::Oracle(*instance, checked_.debug_mode);
+      if (!t.ok()) return ToGrpcStatus(Prefixed(t.status(), "code_debug oracle: "));
+      eval::ReplayCodeDebugEvents(*t, hooks);
+      eval::CodeDebugEpisode e;
+      e.trajectory = std::move(*t);
+      e.wall_ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count();
+      played = std::move(e);
+    } else {
+      engine::SamplingParams params;
+      params.temperature = request_.temperature();
+      agents::EnginePolicyOptions options;
+      options.appends = agents::EnginePolicyOptions::Appends::kPrefill;  // long observations
+      agents::EnginePolicy policy(model->model.get(), params, options);
+      played = std::move(eval::PlayCodeDebugGames(policy, {&game, 1}, limits, 1, &hooks)[0]);
+    }
+    if (cancel_.load(std::memory_order_acquire) ||
+        (played.ok() && played->trajectory.stop_reason == "cancelled")) {
+      return Cancelled();
+    }
+
+    const eval::EpisodeKey key{request_.policy(), cd::kTaskName,   mode, n,
+                               request_.seed(),   request_.index()};
+    const eval::EpisodeRow row = eval::CodeDebugRow(key, &*instance, played, model == nullptr);
+    // Durable before acknowledged.
+    if (auto s = service_->StoreEpisode(id, principal_, request_, mode, row.correct,
+                                        DumpJson(row.record));
+        !s.ok()) {
+      return ToGrpcStatus(Prefixed(s, "storing the episode: "));
+    }
+    v1::EpisodeEvent event;
+    auto* f = event.mutable_finished();
+    f->set_episode_id(id);
+    if (row.record.contains("score")) {
+      f->set_final_answer(row.record["score"].value("output", std::string()));
+    }
+    f->set_expected(SanitizeUtf8(instance->expected_output));
+    f->set_correct(row.correct);
+    f->set_digit_accuracy(row.digit_accuracy);
+    f->set_has_trajectory_exact(played.ok());
+    f->set_trajectory_exact(played.ok() && row.trajectory_match);
+    // The expert's trajectory ends with [EOS] (its record, like `tapeloop run`'s, has no
+    // stop_reason).
+    f->set_stop_reason(!played.ok()       ? "policy_error"
+                       : model == nullptr ? "eos"
+                                          : played->trajectory.stop_reason);
+    if (!played.ok()) f->set_error(SanitizeUtf8(played.status().ToString()));
+    f->set_total_tokens(next_position);
+    f->set_generated_tokens(generated);
+    f->set_tool_steps(calls);
+    f->set_wall_ms(played.ok() ? played->wall_ms : 0.0);
+    f->set_peak_session_bytes(played.ok() ? played->peak_session_bytes : 0);
     f->set_stored(true);
     if (!Push(std::move(event))) return Cancelled();
     return grpc::Status::OK;
@@ -448,7 +616,7 @@ absl::StatusOr<store::Database*> AgentService::OpenDb(std::unique_ptr<store::Dat
 
 absl::Status AgentService::StoreEpisode(const std::string& id, const std::string& principal,
                                         const v1::RunEpisodeRequest& request,
-                                        const std::string& policy, bool correct,
+                                        const std::string& mode, bool correct,
                                         const std::string& record_json) {
   std::lock_guard<std::mutex> lock(write_mu_);
   auto db = OpenDb(&write_db_);
@@ -459,14 +627,13 @@ absl::Status AgentService::StoreEpisode(const std::string& id, const std::string
       "INSERT INTO episodes (id, principal, task, mode, length, seed, model, correct, record, "
       "created_unix_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   if (!st.ok()) return st.status();
-  const std::string mode = request.mode().empty() ? "pointer" : request.mode();
   st->Bind(1, id)
       .Bind(2, principal)
       .Bind(3, request.task())
       .Bind(4, mode)
       .Bind(5, static_cast<int64_t>(request.length()))
       .Bind(6, static_cast<int64_t>(request.seed()))
-      .Bind(7, policy)
+      .Bind(7, request.policy())
       .Bind(8, static_cast<int64_t>(correct ? 1 : 0))
       .Bind(9, record_json)
       .Bind(10, NowUnixMs());

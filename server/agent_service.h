@@ -2,7 +2,9 @@
 //
 // RunEpisode validates the request in the reaction, then plays the episode on a worker thread
 // of its own through agents::RunEpisodes (the same loop, spec and policies as `tapeloop run`:
-// episode `index` of (task, mode, length, seed) is agents::MakeEpisodeSpec's). The loop's
+// episode `index` of (task, mode, length, seed) is agents::MakeEpisodeSpec's), or for task
+// code_debug through eval::PlayCodeDebugGames (the model) or the task's oracle, with the
+// instance, score and record of `tapeloop run --task code_debug`. The loop's
 // event callback pushes events into a bounded per-call queue that the write reactor drains one
 // message at a time (a message packs whatever queued up meanwhile); when the queue is full the
 // episode waits, so a slow client never grows memory without bound. Cancelling the call (or
@@ -82,11 +84,11 @@ class AgentService final : public tapeloop::v1::Agent::CallbackService {
   // Called by a call's worker thread once it will not touch the service again.
   void Release(EpisodeCall* call);
   void ReapLocked();  // joins released worker threads; REQUIRES mu_ held
-  // Stores a finished episode in one transaction (write_db_, under write_mu_).
+  // Stores a finished episode in one transaction (write_db_, under write_mu_); `mode` is the
+  // checked mode's name (the request's may be empty: its task's default).
   absl::Status StoreEpisode(const std::string& id, const std::string& principal,
-                            const tapeloop::v1::RunEpisodeRequest& request,
-                            const std::string& policy, bool correct,
-                            const std::string& record_json);
+                            const tapeloop::v1::RunEpisodeRequest& request, const std::string& mode,
+                            bool correct, const std::string& record_json);
   // Opens *db on first use. REQUIRES the mutex guarding *db held.
   absl::StatusOr<store::Database*> OpenDb(std::unique_ptr<store::Database>* db);
 

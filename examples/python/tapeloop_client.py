@@ -101,7 +101,7 @@ class Client:
 
     # --- tapeloop.v1.Agent -------------------------------------------------------------
 
-    def run_episode(self, task="addition", length=10, seed=0, index=0, mode="pointer",
+    def run_episode(self, task="addition", length=10, seed=0, index=0, mode="",
                     policy="oracle", temperature=0.0, timeout=600.0):
         """Yields the episode's events (EpisodeEvent messages) as they stream."""
         a = self.m["tapeloop.v1.agent"]
@@ -294,7 +294,8 @@ def main():
     ap.add_argument("--length", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--index", type=int, default=0)
-    ap.add_argument("--mode", default="pointer")
+    ap.add_argument("--mode", default="",
+                    help="default: the task's (pointer; interactive for code_debug)")
     ap.add_argument("--policy", default="oracle", help="episode: a model name or oracle")
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--json", action="store_true", help="episode: one JSON object per event")

@@ -290,6 +290,24 @@ TEST_F(ClientTest, OracleEpisodeIsCorrectAndStored) {
       << list.out;
 }
 
+// A code_debug episode (no --mode: the task's default, interactive): the debugger's commands
+// and answers print as tool calls and results, the expert fixes the program, and it is stored.
+TEST_F(ClientTest, CodeDebugOracleEpisodeIsCorrectAndStored) {
+  Ran episode = Client(
+      {"episode", "--task", "code_debug", "--length", "3", "--seed", "4", "--policy", "oracle"});
+  ASSERT_EQ(episode.code, 0) << episode.err << episode.out;
+  EXPECT_NE(episode.out.find("  -> debugger {\"command\":\"run\"}"), std::string::npos)
+      << episode.out;
+  EXPECT_NE(episode.out.find("[program exited normally]"), std::string::npos) << episode.out;
+  EXPECT_EQ(episode.out.find("[OBS]"), std::string::npos) << episode.out;  // shown as results
+  EXPECT_NE(episode.out.find("CORRECT  stop eos"), std::string::npos) << episode.out;
+  Ran list = Client({"episodes"});
+  ASSERT_EQ(list.code, 0) << list.err;
+  EXPECT_NE(list.out.find("  code_debug interactive length 3 seed 4  oracle  correct"),
+            std::string::npos)
+      << list.out;
+}
+
 // An evaluation run over the server: started and awaited from the terminal, then listed and
 // read back; the table is the one `tapeloop eval` prints for the same run.
 TEST_F(ClientTest, EvaluationStartWaitGetAndList) {

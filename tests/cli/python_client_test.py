@@ -80,6 +80,23 @@ try:
     results = [e["tool_result"]["call_id"] for e in events if "tool_result" in e]
     assert calls == results and len(calls) == int(finished["tool_steps"]), (len(calls),)
     passed += 1
+    # code_debug (no --mode: the task's default, interactive): the oracle fixes the program;
+    # the bundled code-debug model's commands stream as debugger tool calls.
+    for policy in ("oracle", "nemotron_h-code-debug"):
+        out = client("episode", "--json", "--task", "code_debug", "--length", "3", "--seed", "5",
+                     "--policy", policy)
+        assert out.returncode == 0, out.stderr
+        events = [json.loads(line) for line in out.stdout.splitlines()]
+        started, finished = events[0]["started"], events[-1]["finished"]
+        assert started["mode"] == "interactive" and started["task"] == "code_debug", started
+        names = {e["tool_call"]["name"] for e in events if "tool_call" in e}
+        commands = [json.loads(e["tool_call"]["arguments_json"])["command"]
+                    for e in events if "tool_call" in e]
+        assert names == {"debugger"} and commands[0] == "run", (names, commands)
+        assert finished["stored"] and len(commands) == int(finished["tool_steps"]), finished
+        if policy == "oracle":
+            assert finished["correct"] and finished["stop_reason"] == "eos", finished
+        passed += 1
 
     # Environment: the example's own agent reads the operands through the tools and submits.
     for task, mode in (("addition", "pointer"), ("multiplication", "pointer"),

@@ -1,6 +1,7 @@
 // tapeloop.v1.Agent over real loopback gRPC and a real SQLite file: streamed episodes equal the
-// in-process agent loop's (oracle and the bundled mamba2-pointer), are stored before `finished`
-// and survive a restart; cancellation, shutdown, the concurrency limit and malformed requests.
+// in-process agent loop's (oracle and the bundled mamba2-pointer; code_debug with its oracle and
+// the bundled nemotron_h-code-debug), are stored before `finished` and survive a restart;
+// cancellation, shutdown, the concurrency limit and malformed requests.
 #include "server/agent_service.h"
 
 #include <gtest/gtest.h>
@@ -14,6 +15,8 @@
 #include "agents/oracle_policy.h"
 #include "common/json.h"
 #include "engine/models/model.h"
+#include "eval/code_debug_suite.h"
+#include "tasks/code_debug/code_debug.h"
 #include "tasks/task.h"
 #include "tests/server/service_fixture.h"
 
@@ -191,6 +194,150 @@ TEST(AgentServiceTest, Mamba2PointerStreamEqualsTheInProcessLoopAndIsExact) {
   }
 }
 
+// A streamed code_debug episode equals `want` (the same game played in process): the prompt,
+// every token with its role and position, each debugger command and answer as a tool call and
+// result at its [/CALL], the score, and the stored record (eval::CodeDebugRow's, the one
+// `tapeloop run --task code_debug --json` prints).
+void ExpectSameCodeDebugEpisode(const Streamed& s, const v1::RunEpisodeRequest& request,
+                                const tasks::code_debug::CodeDebugInstance& instance,
+                                const eval::CodeDebugEpisode& want, bool expert,
+                                v1::Agent::Stub* stub) {
+  namespace cd = tasks::code_debug;
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  ASSERT_NE(s.started(), nullptr);
+  ASSERT_NE(s.finished(), nullptr);
+  EXPECT_EQ(s.started()->task(), "code_debug");
+  EXPECT_EQ(s.started()->mode(), std::string(cd::CodeDebugModeName(want.trajectory.mode)));
+  EXPECT_EQ(s.started()->prompt(), instance.prompt);
+  const tasks::Trajectory t = want.trajectory.ToTrajectory();
+  const size_t prompt = t.PromptSize();
+  EXPECT_EQ(std::vector<TokenId>(s.started()->prompt_tokens().begin(),
+                                 s.started()->prompt_tokens().end()),
+            std::vector<TokenId>(t.tokens.begin(), t.tokens.begin() + prompt));
+  // A model that stops by solving the program writes no [EOS]; the expert's trajectory ends
+  // with one, as does a model's that wrote it.
+  std::vector<TokenId> tokens(t.tokens.begin() + prompt, t.tokens.end());
+  std::string roles = t.RoleString().substr(prompt);
+  if (!expert && want.trajectory.stop_reason != "eos") {
+    tokens.pop_back();
+    roles.pop_back();
+  }
+  EXPECT_EQ(s.tokens(), tokens);
+  std::string got_roles;
+  int64_t position = static_cast<int64_t>(prompt), last_call_end = -1;
+  size_t step = 0;
+  std::string open_call;
+  for (const auto& e : s.events) {
+    if (e.has_token()) {
+      ASSERT_EQ(e.token().position(), position++);
+      if (e.token().id() == tokens::kCallEnd) last_call_end = e.token().position();
+      got_roles += "?PTCOAE"[e.token().role()];
+    } else if (e.has_tool_call()) {
+      ASSERT_LT(step, want.trajectory.steps.size());
+      EXPECT_EQ(e.tool_call().name(), "debugger");
+      EXPECT_EQ(e.tool_call().position(), last_call_end);
+      EXPECT_EQ(nlohmann::json::parse(e.tool_call().arguments_json()).value("command", ""),
+                want.trajectory.steps[step].command);
+      EXPECT_TRUE(open_call.empty());
+      open_call = e.tool_call().call_id();
+    } else if (e.has_tool_result()) {
+      EXPECT_EQ(e.tool_result().call_id(), open_call);
+      EXPECT_EQ(e.tool_result().text(), want.trajectory.steps[step].observation);
+      EXPECT_EQ(e.tool_result().is_error(), want.trajectory.steps[step].is_error);
+      open_call.clear();
+      ++step;
+    }
+  }
+  EXPECT_EQ(step, want.trajectory.steps.size());
+  // Roles: the stream's C for every token the policy wrote, O for observations, E for [EOS]
+  // (the trajectory's own roles say the same: command / observation / eos).
+  EXPECT_EQ(got_roles, roles);
+  const eval::EpisodeKey key{request.policy(), "code_debug",   s.started()->mode(),
+                             request.length(), request.seed(), request.index()};
+  const eval::EpisodeRow row = eval::CodeDebugRow(key, &instance, want, expert);
+  const v1::EpisodeFinished& f = *s.finished();
+  EXPECT_EQ(f.correct(), row.correct);
+  EXPECT_EQ(f.final_answer(), cd::ScoreCodeDebug(instance, want.trajectory.final_files).output);
+  EXPECT_EQ(f.expected(), instance.expected_output);
+  EXPECT_EQ(f.trajectory_exact(), row.trajectory_match);
+  EXPECT_EQ(f.tool_steps(), static_cast<int64_t>(want.trajectory.steps.size()));
+  EXPECT_EQ(f.total_tokens(), static_cast<int64_t>(prompt + tokens.size()));
+  EXPECT_EQ(f.stop_reason(), expert ? "eos" : want.trajectory.stop_reason);
+  EXPECT_TRUE(f.stored());
+  v1::GetEpisodeRequest get;
+  get.set_episode_id(f.episode_id());
+  v1::GetEpisodeResponse got;
+  auto ctx = ServiceFixture::Ctx();
+  ASSERT_TRUE(stub->GetEpisode(ctx.get(), get, &got).ok());
+  EXPECT_EQ(nlohmann::json::parse(got.record_json()), row.record);
+  EXPECT_EQ(got.summary().task(), "code_debug");
+  EXPECT_EQ(got.summary().mode(), s.started()->mode());
+  EXPECT_EQ(got.summary().correct(), row.correct);
+}
+
+tasks::code_debug::CodeDebugInstance CodeDebugInstanceOf(const v1::RunEpisodeRequest& r) {
+  auto instance = tasks::code_debug::GenerateCodeDebug(
+      static_cast<int>(r.length()),
+      tasks::MixSeed(static_cast<uint64_t>(r.seed()), static_cast<uint64_t>(r.index())));
+  EXPECT_TRUE(instance.ok()) << instance.status();
+  return *instance;
+}
+
+TEST(AgentServiceTest, CodeDebugOracleStreamsItsTrajectoryAndIsStored) {
+  ServiceFixture f;
+  AgentService service(f.context());
+  f.Start({&service});
+  auto stub = v1::Agent::NewStub(f.channel());
+  tasks::Rng rng(777);
+  for (int i = 0; i < 6; ++i) {
+    const std::string mode = i % 2 ? "single-turn" : (i == 2 ? "" : "interactive");
+    auto request = Request("code_debug", mode, rng.Uniform(2, 12), rng.Uniform(0, 1 << 30),
+                           rng.Uniform(0, 9), "oracle");
+    SCOPED_TRACE(request.ShortDebugString());
+    const auto instance = CodeDebugInstanceOf(request);
+    auto expert = tasks::code_debug::Oracle(
+        instance, *tasks::code_debug::ParseCodeDebugMode(mode.empty() ? "interactive" : mode));
+    ASSERT_TRUE(expert.ok()) << expert.status();
+    eval::CodeDebugEpisode want;
+    want.trajectory = *expert;
+    Streamed s = RunStream(stub.get(), request);
+    ExpectSameCodeDebugEpisode(s, request, instance, want, /*expert=*/true, stub.get());
+    ASSERT_NE(s.finished(), nullptr);
+    EXPECT_TRUE(s.finished()->correct());
+  }
+}
+
+TEST(AgentServiceTest, CodeDebugModelStreamEqualsTheInProcessPlay) {
+  ServiceFixture f;
+  AgentService service(f.context());
+  f.Start({&service});
+  auto stub = v1::Agent::NewStub(f.channel());
+  auto model =
+      engine::Model::Load(std::string(TAPELOOP_SOURCE_DIR) + "/models/nemotron_h-code-debug");
+  ASSERT_TRUE(model.ok()) << model.status();
+  int correct = 0;
+  for (int64_t index : {0, 1, 2}) {
+    auto request =
+        Request("code_debug", "interactive", 2 + index, 31, index, "nemotron_h-code-debug");
+    SCOPED_TRACE(request.ShortDebugString());
+    const auto instance = CodeDebugInstanceOf(request);
+    agents::EnginePolicyOptions options;
+    options.appends = agents::EnginePolicyOptions::Appends::kPrefill;
+    agents::EnginePolicy policy(model->get(), {}, options);
+    const eval::CodeDebugGame game{&instance, tasks::code_debug::CodeDebugMode::kInteractive,
+                                   instance.seed};
+    auto played = eval::PlayCodeDebugGames(policy, {&game, 1}, {}, 1);
+    ASSERT_TRUE(played[0].ok()) << played[0].status();
+    Streamed s = RunStream(stub.get(), request);
+    ExpectSameCodeDebugEpisode(s, request, instance, *played[0], /*expert=*/false, stub.get());
+    ASSERT_NE(s.finished(), nullptr);
+    EXPECT_GT(s.finished()->peak_session_bytes(), 0);
+    correct += s.finished()->correct();
+  }
+  // The bundled model fixes programs of 2-4 files nearly always (its card: 45/48).
+  EXPECT_GE(correct, 2);
+}
+
 TEST(AgentServiceTest, StoredEpisodesSurviveARestartAndAreListedNewestFirst) {
   ServiceFixture f;
   auto service = std::make_unique<AgentService>(f.context());
@@ -287,11 +434,16 @@ TEST(AgentServiceTest, CancellingMidEpisodeStopsItAndStoresNothing) {
   AgentService service(f.context(), {.max_queued_events = 64});
   f.Start({&service});
   auto stub = v1::Agent::NewStub(f.channel());
-  for (const std::string policy : {"oracle", "mamba2-pointer"}) {
+  for (const std::string policy : {"oracle", "mamba2-pointer", "nemotron_h-code-debug"}) {
     SCOPED_TRACE(policy);
     auto ctx = ServiceFixture::Ctx("", 600);
-    const int64_t length = policy == "oracle" ? 20000 : 2000;  // both far from done when cancelled
-    auto reader = stub->RunEpisode(ctx.get(), Request("addition", "pointer", length, 3, 0, policy));
+    // All far from done when cancelled (the code_debug model's episode of 600 files: its first
+    // `run` alone answers with a long traceback).
+    const bool code_debug = policy == "nemotron_h-code-debug";
+    const int64_t length = policy == "oracle" ? 20000 : code_debug ? 600 : 2000;
+    auto reader = stub->RunEpisode(
+        ctx.get(), Request(code_debug ? "code_debug" : "addition",
+                           code_debug ? "interactive" : "pointer", length, 3, 0, policy));
     v1::RunEpisodeResponse message;
     ASSERT_TRUE(reader->Read(&message));
     ASSERT_TRUE(message.events(0).has_started());
@@ -394,6 +546,20 @@ TEST(AgentServiceTest, MalformedRequestsGetTheirCodeAndNameTheField) {
        grpc::StatusCode::INVALID_ARGUMENT, "max_generated_tokens"},
       {"negative step budget", with([](R& r) { r.set_max_tool_steps(-3); }),
        grpc::StatusCode::INVALID_ARGUMENT, "max_tool_steps"},
+      {"code_debug with one file",
+       with([](R& r) { r.set_task("code_debug"), r.set_mode(""), r.set_length(1); }),
+       grpc::StatusCode::INVALID_ARGUMENT, "length"},
+      {"code_debug above 1001 files",
+       with([](R& r) { r.set_task("code_debug"), r.set_mode(""), r.set_length(1002); }),
+       grpc::StatusCode::INVALID_ARGUMENT, "length"},
+      {"code_debug in an arithmetic mode", with([](R& r) { r.set_task("code_debug"); }),
+       grpc::StatusCode::INVALID_ARGUMENT, "mode"},
+      {"code_debug training instances", with([](R& r) {
+         r.set_task("code_debug"), r.set_mode("single-turn"), r.set_training(true);
+       }),
+       grpc::StatusCode::INVALID_ARGUMENT, "training"},
+      {"arithmetic in a code_debug mode", with([](R& r) { r.set_mode("interactive"); }),
+       grpc::StatusCode::INVALID_ARGUMENT, "mode"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -401,6 +567,11 @@ TEST(AgentServiceTest, MalformedRequestsGetTheirCodeAndNameTheField) {
     EXPECT_EQ(s.status.error_code(), c.code) << s.status.error_message();
     EXPECT_EQ(s.status.error_message().rfind(c.field + ":", 0), 0u) << s.status.error_message();
     EXPECT_TRUE(s.events.empty());
+  }
+  {
+    Streamed s = RunStream(stub.get(), with([](R& r) { r.set_task("division"); }));
+    EXPECT_NE(s.status.error_message().find("code_debug"), std::string::npos)
+        << s.status.error_message();  // the known tasks are listed
   }
   // GetEpisode / ListEpisodes.
   v1::GetEpisodeResponse got;
