@@ -78,6 +78,17 @@ nlohmann::json Untimed(nlohmann::json j) {
   return j;
 }
 
+// The stored episode `id` (GetEpisode fails the test unless it answers OK).
+v1::GetEpisodeResponse Stored(v1::Agent::Stub* stub, const std::string& id) {
+  v1::GetEpisodeRequest get;
+  get.set_episode_id(id);
+  v1::GetEpisodeResponse got;
+  auto ctx = ServiceFixture::Ctx();
+  const grpc::Status status = stub->GetEpisode(ctx.get(), get, &got);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return got;
+}
+
 // The in-process twin of a streamed episode: the same spec through agents::RunEpisodes.
 agents::EpisodeRecord InProcess(agents::Policy& policy, const v1::RunEpisodeRequest& r) {
   const tasks::Task* task = *tasks::FindTask(r.task());
@@ -142,11 +153,8 @@ void ExpectSameEpisode(const Streamed& s, const agents::EpisodeRecord& want,
   EXPECT_EQ(f.generated_tokens(), want.generated_tokens);
   EXPECT_TRUE(f.stored());
 
-  v1::GetEpisodeRequest get;
-  get.set_episode_id(f.episode_id());
-  v1::GetEpisodeResponse got;
-  auto ctx = ServiceFixture::Ctx();
-  ASSERT_TRUE(stub->GetEpisode(ctx.get(), get, &got).ok());
+  const v1::GetEpisodeResponse got = Stored(stub, f.episode_id());
+  ASSERT_TRUE(got.has_summary());
   EXPECT_EQ(Untimed(nlohmann::json::parse(got.record_json())), Untimed(want.ToJson()));
   EXPECT_EQ(got.summary().correct(), want.score.exact);
 }
@@ -264,11 +272,8 @@ void ExpectSameCodeDebugEpisode(const Streamed& s, const v1::RunEpisodeRequest& 
   EXPECT_EQ(f.total_tokens(), static_cast<int64_t>(prompt + tokens.size()));
   EXPECT_EQ(f.stop_reason(), expert ? "eos" : want.trajectory.stop_reason);
   EXPECT_TRUE(f.stored());
-  v1::GetEpisodeRequest get;
-  get.set_episode_id(f.episode_id());
-  v1::GetEpisodeResponse got;
-  auto ctx = ServiceFixture::Ctx();
-  ASSERT_TRUE(stub->GetEpisode(ctx.get(), get, &got).ok());
+  const v1::GetEpisodeResponse got = Stored(stub, f.episode_id());
+  ASSERT_TRUE(got.has_summary());
   EXPECT_EQ(nlohmann::json::parse(got.record_json()), row.record);
   EXPECT_EQ(got.summary().task(), "code_debug");
   EXPECT_EQ(got.summary().mode(), s.started()->mode());
