@@ -540,12 +540,28 @@ int RunTrain(int argc, char** argv) {
       task_name.c_str(), mode_name.c_str(), static_cast<long long>(trainer.model().table().total()),
       trainer.model().Describe().c_str(), o.batch, o.lr, static_cast<long long>(o.steps),
       o.threads);
-  if (eval_only && !std::filesystem::exists(out + "/trainer_state.safetensors")) {
-    // A bundled model ships without its optimizer state: evaluate its parameters.
-    if (auto st = trainer.LoadParams(out); !st.ok()) return Fail("train", st, 1);
+  // A checkpoint that does not fit this run's model: say which model it holds (the trainer
+  // wrote its description to DIR/training.json), since the model flags are not read from DIR.
+  auto mismatch = [&](const absl::Status& st) {
+    auto text = engine::ReadFileToString(out + "/training.json");
+    const nlohmann::json j =
+        text.ok() ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
+    if (!j.is_object() || !j.contains("model") || !j["model"].is_string()) return st;
+    const std::string theirs = j["model"].get<std::string>();
+    if (theirs == trainer.model().Describe()) return st;
+    return absl::Status(
+        st.code(), absl::StrCat(st.message(), "; ", out, " holds ", theirs, " (training.json), ",
+                                "this run builds ", trainer.model().Describe(),
+                                ": pass the model flags it was trained with (--arch, --d-model, "
+                                "...; its README.md or training command)"));
+  };
+  if (eval_only) {
+    // Only the parameters: the optimizer state and the schedule do not matter to an
+    // evaluation (and a bundled model ships without them), so only the model flags must match.
+    if (auto st = trainer.LoadParams(out); !st.ok()) return Fail("train", mismatch(st), 1);
     std::fprintf(stderr, "loaded parameters from %s\n", out.c_str());
-  } else if (resume || eval_only) {
-    if (auto st = trainer.LoadCheckpoint(out); !st.ok()) return Fail("train", st, 1);
+  } else if (resume) {
+    if (auto st = trainer.LoadCheckpoint(out); !st.ok()) return Fail("train", mismatch(st), 1);
     std::fprintf(stderr, "resumed from %s at step %lld\n", out.c_str(),
                  static_cast<long long>(trainer.step()));
   }

@@ -150,6 +150,31 @@ TEST_F(TrainCliTest, AnArithmeticRunStillTrainsAndRecordsItsLength) {
   EXPECT_FALSE(tj.contains("min_len"));
 }
 
+// --eval-only / --resume build the model from the flags, not from DIR: a checkpoint of another
+// model is refused, and the message names the model DIR holds beside the one the flags built.
+// --eval-only with the right model flags evaluates whatever the optimizer flags (here --steps
+// differs from the training run's).
+TEST_F(TrainCliTest, AnEvalOnlyOfAnotherModelNamesTheModelTheDirectoryHolds) {
+  const std::string out = (dir_ / "small").string();
+  Result trained =
+      RunCli({"train", "--arch", "mamba2", "--max-len", "3", "--steps", "1", "--batch", "4",
+              "--d-model", "32", "--layers", "2", "--eval-every", "100", "--out", out});
+  ASSERT_EQ(trained.code, 0) << trained.err;
+  for (const std::string flag : {"--eval-only", "--resume"}) {
+    Result r = RunCli({"train", flag, "--arch", "mamba2", "--max-len", "3", "--steps", "2",
+                       "--batch", "4", "--eval-count", "4", "--agent-eval-lengths", "3",
+                       "--agent-episodes", "2", "--out", out});
+    EXPECT_EQ(r.code, 1) << flag << ": " << r.err;
+    EXPECT_NE(r.err.find("mamba2 V=285 D=32 L=2"), std::string::npos) << r.err;   // DIR's
+    EXPECT_NE(r.err.find("mamba2 V=285 D=128 L=4"), std::string::npos) << r.err;  // the flags
+  }
+  Result ok = RunCli({"train", "--eval-only", "--arch", "mamba2", "--max-len", "3", "--batch", "4",
+                      "--d-model", "32", "--layers", "2", "--agent-eval-lengths", "3",
+                      "--agent-episodes", "2", "--out", out});
+  EXPECT_EQ(ok.code, 0) << ok.err;
+  EXPECT_NE(ok.err.find("agent eval: 3-digit addition, 2 episodes"), std::string::npos) << ok.err;
+}
+
 TEST_F(TrainCliTest, BadTaskModeAndRangeFlagsExit2NamingTheFlag) {
   const std::string out = (dir_ / "x").string();
   struct Case {
