@@ -25,54 +25,100 @@ using v16::Sum16;
 using v16::Sum16x16;
 using v16::V16;
 
+// Query heads per KV head that GroupVec takes at once (larger groups go in slices of this many).
+constexpr int kMaxGroupHeads = 8;
+
 // Multiply-adds below which a call runs on the caller's thread (a hand-off costs about as much).
 constexpr int64_t kMinParallelWork = int64_t{1} << 15;
 
-// One query head of head dim 16 * C against n rows of keys / values (rows ld floats apart);
-// s: f32 [n] scratch. o: f32 [16 * C].
+// Rows per block of the grouped kernel below: one KV head's keys (or values) for a block stay
+// in L1 / L2 while every query head of its group reads them (at hd 32 and two KV heads per row,
+// 256 rows of one head are 32 KB). A multiple of 16.
+constexpr int64_t kGroupBlock = 256;
+
+// The G query heads of one KV head group (head dim 16 * C) against the same n rows of keys /
+// values (rows ld floats apart): o[g], qh[g] per head; s: f32 [G, n] scratch. The scores run
+// block by block of kGroupBlock rows and, within a block, head by head, so the group reads each
+// key and value row from memory once instead of G times. For every head the operations and
+// their order are those of the head alone (16-row blocks of dot products, the running max, the
+// values four rows per step into separate accumulators), so the result does not depend on the
+// group's size, bit for bit.
 template <int C>
-__attribute__((always_inline)) inline void HeadVec(float* o, const float* qh, const float* k,
-                                                   const float* v, int64_t n, int64_t ld,
-                                                   float scale, float* s) {
-  V16 qv[C];
-  for (int c = 0; c < C; ++c) qv[c] = Load16(qh + 16 * c);
-  auto dot = [&](const float* kr) {
-    V16 a = qv[0] * Load16(kr);
-    for (int c = 1; c < C; ++c) a += qv[c] * Load16(kr + 16 * c);
-    return a;
-  };
+__attribute__((always_inline)) inline void GroupVec(float* const* o, const float* const* qh, int G,
+                                                    const float* k, const float* v, int64_t n,
+                                                    int64_t ld, float scale, float* s) {
+  const int64_t n16 = n - n % 16, n4 = n - n % 4;
   // Scores, 16 rows at a time: 16 partial-sum vectors transposed into one vector of sums.
-  V16 mxv = V16{} - std::numeric_limits<float>::infinity();
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    V16 acc[16];
+  V16 mxv[kMaxGroupHeads];
+  for (int g = 0; g < G; ++g) mxv[g] = V16{} - std::numeric_limits<float>::infinity();
+  for (int64_t j0 = 0; j0 < n16; j0 += kGroupBlock) {
+    const int64_t j1 = std::min(n16, j0 + kGroupBlock);
+    for (int g = 0; g < G; ++g) {
+      V16 qv[C];
+      for (int c = 0; c < C; ++c) qv[c] = Load16(qh[g] + 16 * c);
+      float* sg = s + g * n;
+      V16 mx = mxv[g];
+      for (int64_t j = j0; j < j1; j += 16) {
+        V16 acc[16];
 #pragma GCC unroll 16
-    for (int r = 0; r < 16; ++r) acc[r] = dot(k + (j + r) * ld);
-    const V16 sv = Sum16x16(acc) * scale;
-    Store16(s + j, sv);
-    mxv = mxv > sv ? mxv : sv;
-  }
-  float mx = Max16(mxv);
-  for (; j < n; ++j) {
-    s[j] = Sum16(dot(k + j * ld)) * scale;
-    mx = std::max(mx, s[j]);
-  }
-  const float inv = 1.0f / ExpShiftSum(s, n, mx);
-  // Weighted sum of values, four rows per step into separate accumulators (independent chains).
-  V16 acc[4][C] = {};
-  j = 0;
-  for (; j + 4 <= n; j += 4) {
-#pragma GCC unroll 4
-    for (int r = 0; r < 4; ++r) {
-      const float* vr = v + (j + r) * ld;
-      for (int c = 0; c < C; ++c) acc[r][c] += s[j + r] * Load16(vr + 16 * c);
+        for (int r = 0; r < 16; ++r) {
+          const float* kr = k + (j + r) * ld;
+          V16 a = qv[0] * Load16(kr);
+          for (int c = 1; c < C; ++c) a += qv[c] * Load16(kr + 16 * c);
+          acc[r] = a;
+        }
+        const V16 sv = Sum16x16(acc) * scale;
+        Store16(sg + j, sv);
+        mx = mx > sv ? mx : sv;
+      }
+      mxv[g] = mx;
     }
   }
-  for (; j < n; ++j) {
-    for (int c = 0; c < C; ++c) acc[0][c] += s[j] * Load16(v + j * ld + 16 * c);
+  float inv[kMaxGroupHeads];
+  for (int g = 0; g < G; ++g) {
+    V16 qv[C];
+    for (int c = 0; c < C; ++c) qv[c] = Load16(qh[g] + 16 * c);
+    float* sg = s + g * n;
+    float mx = Max16(mxv[g]);
+    for (int64_t j = n16; j < n; ++j) {
+      const float* kr = k + j * ld;
+      V16 a = qv[0] * Load16(kr);
+      for (int c = 1; c < C; ++c) a += qv[c] * Load16(kr + 16 * c);
+      sg[j] = Sum16(a) * scale;
+      mx = std::max(mx, sg[j]);
+    }
+    inv[g] = 1.0f / ExpShiftSum(sg, n, mx);
   }
-  for (int c = 0; c < C; ++c) {
-    Store16(o + 16 * c, ((acc[0][c] + acc[1][c]) + (acc[2][c] + acc[3][c])) * inv);
+  // Weighted sum of values, four rows per step into separate accumulators (independent
+  // chains), kept per head across the blocks.
+  V16 acc[kMaxGroupHeads][4][C] = {};
+  for (int64_t j0 = 0; j0 < n4; j0 += kGroupBlock) {
+    const int64_t j1 = std::min(n4, j0 + kGroupBlock);
+    for (int g = 0; g < G; ++g) {
+      const float* sg = s + g * n;
+      V16 a[4][C];
+      for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < C; ++c) a[r][c] = acc[g][r][c];
+      for (int64_t j = j0; j < j1; j += 4) {
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+          const float* vr = v + (j + r) * ld;
+          for (int c = 0; c < C; ++c) a[r][c] += sg[j + r] * Load16(vr + 16 * c);
+        }
+      }
+      for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < C; ++c) acc[g][r][c] = a[r][c];
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    const float* sg = s + g * n;
+    for (int64_t j = n4; j < n; ++j) {
+      for (int c = 0; c < C; ++c) acc[g][0][c] += sg[j] * Load16(v + j * ld + 16 * c);
+    }
+    for (int c = 0; c < C; ++c) {
+      Store16(o[g] + 16 * c,
+              ((acc[g][0][c] + acc[g][1][c]) + (acc[g][2][c] + acc[g][3][c])) * inv[g]);
+    }
   }
 }
 
@@ -95,7 +141,8 @@ __attribute__((always_inline)) inline void HeadAny(float* o, const float* qh, co
   for (int64_t e = 0; e < hd; ++e) o[e] *= inv;
 }
 
-// Items [i0, i1) of the B x Hkv (session, KV head) grid; s: f32 [max rows] scratch.
+// Items [i0, i1) of the B x Hkv (session, KV head) grid; s: f32 [kMaxGroupHeads, max rows]
+// scratch.
 TL_MULTIVERSION void AttendItems(float* out, const float* q, int64_t ldq, const KvRows* kv,
                                  int64_t i0, int64_t i1, int num_heads, int num_kv_heads,
                                  int head_dim, float scale, float* s) {
@@ -106,25 +153,30 @@ TL_MULTIVERSION void AttendItems(float* out, const float* q, int64_t ldq, const 
     const float* k = kv[b].k + kvh * hd;
     const float* v = kv[b].v + kvh * hd;
     const int64_t n = kv[b].rows;
-    for (int g = 0; g < group; ++g) {
-      const int64_t h = kvh * group + g;
-      const float* qh = q + b * ldq + h * hd;
-      float* o = out + b * qd + h * hd;
+    for (int g0 = 0; g0 < group; g0 += kMaxGroupHeads) {
+      const int G = std::min(kMaxGroupHeads, group - g0);
+      float* o[kMaxGroupHeads];
+      const float* qh[kMaxGroupHeads];
+      for (int g = 0; g < G; ++g) {
+        const int64_t h = kvh * group + g0 + g;
+        qh[g] = q + b * ldq + h * hd;
+        o[g] = out + b * qd + h * hd;
+      }
       switch (head_dim) {
         case 16:
-          HeadVec<1>(o, qh, k, v, n, kvd, scale, s);
+          GroupVec<1>(o, qh, G, k, v, n, kvd, scale, s);
           break;
         case 32:
-          HeadVec<2>(o, qh, k, v, n, kvd, scale, s);
+          GroupVec<2>(o, qh, G, k, v, n, kvd, scale, s);
           break;
         case 64:
-          HeadVec<4>(o, qh, k, v, n, kvd, scale, s);
+          GroupVec<4>(o, qh, G, k, v, n, kvd, scale, s);
           break;
         case 128:
-          HeadVec<8>(o, qh, k, v, n, kvd, scale, s);
+          GroupVec<8>(o, qh, G, k, v, n, kvd, scale, s);
           break;
         default:
-          HeadAny(o, qh, k, v, n, kvd, hd, scale, s);
+          for (int g = 0; g < G; ++g) HeadAny(o[g], qh[g], k, v, n, kvd, hd, scale, s);
           break;
       }
     }
@@ -150,8 +202,10 @@ void AttentionDecode(float* out, const float* q, int64_t ldq, const KvRows* kv, 
   const int64_t work = total_rows * num_heads * 2 * head_dim;
   const int64_t grain = std::max<int64_t>(1, kMinParallelWork * items / std::max<int64_t>(work, 1));
   ParallelFor(items, grain, [&](int64_t i0, int64_t i1) {
-    thread_local std::vector<float> scores;  // f32 [max rows]
-    if (static_cast<int64_t>(scores.size()) < max_rows) scores.resize(max_rows);
+    thread_local std::vector<float> scores;  // f32 [kMaxGroupHeads, max rows]
+    if (static_cast<int64_t>(scores.size()) < kMaxGroupHeads * max_rows) {
+      scores.resize(kMaxGroupHeads * max_rows);
+    }
     AttendItems(out, q, ldq, kv, i0, i1, num_heads, num_kv_heads, head_dim, scale, scores.data());
   });
 }

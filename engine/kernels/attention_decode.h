@@ -8,7 +8,9 @@
 // exp, double sum); AttentionDecode is the fast path: per session and KV head, the scores of all
 // its query heads in 16-row blocks of register-blocked dot products, a vectorized polynomial
 // exp (within 2 ulp of libm), and the weighted sum of values, split over sessions x KV heads
-// with ParallelFor when the batch is big enough. The two agree to float rounding
+// with ParallelFor when the batch is big enough. A KV head's query heads (GQA) read its rows
+// together in blocks of 256, so each key and value row comes from memory once per group; each
+// head's result is bit for bit what it would be alone. The two agree to float rounding
 // (tests/engine/kernels/attention_decode_test.cc). Thread-safe; neither allocates per call
 // beyond a thread-local score buffer.
 #ifndef TAPELOOP_ENGINE_KERNELS_ATTENTION_DECODE_H_
