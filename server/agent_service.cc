@@ -224,23 +224,25 @@ class EpisodeCall final : public grpc::ServerWriteReactor<v1::RunEpisodeResponse
 
   grpc::Status Play() {
     const ServiceContext& ctx = *service_->ctx_;
-    std::shared_ptr<const LoadedModel> model;
-    std::unique_ptr<agents::Policy> policy;
-    if (request_.policy() == kOracle) {
-      policy = std::make_unique<agents::OraclePolicy>();
-    } else {
+    std::shared_ptr<const LoadedModel> model;  // null for the oracle
+    engine::SamplingParams params;
+    params.temperature = request_.temperature();
+    if (request_.policy() != kOracle) {
       auto loaded = ctx.models->Load(request_.policy());
       if (!loaded.ok()) return ToGrpcStatus(Prefixed(loaded.status(), "policy: "));
       model = std::move(*loaded);
-      engine::SamplingParams params;
-      params.temperature = request_.temperature();
       if (auto s = engine::ValidateSamplingParams(params); !s.ok()) {
         return ToGrpcStatus(Prefixed(s, "temperature: "));
       }
-      policy = std::make_unique<agents::EnginePolicy>(model->model.get(), params);
     }
     if (cancel_.load(std::memory_order_acquire)) return Cancelled();
-    if (checked_.code_debug) return PlayCodeDebug(model.get());
+    if (checked_.code_debug) return PlayCodeDebug(model.get(), params);
+    std::unique_ptr<agents::Policy> policy;
+    if (model == nullptr) {
+      policy = std::make_unique<agents::OraclePolicy>();
+    } else {
+      policy = std::make_unique<agents::EnginePolicy>(model->model.get(), params);
+    }
 
     const agents::EpisodeSpec spec =
         agents::MakeEpisodeSpec(checked_.task, checked_.mode, request_.length(), request_.seed(),
@@ -338,8 +340,9 @@ class EpisodeCall final : public grpc::ServerWriteReactor<v1::RunEpisodeResponse
   // Task code_debug: the instance, play and record of eval/code_debug_suite.h (episode `index`
   // of (n, seed) is `tapeloop run --task code_debug --seed S`'s index-th). A model plays
   // through eval::PlayCodeDebugGames, whose hooks stream each token and command as it happens;
-  // the oracle's trajectory is replayed through the same hooks. `model` is null for the oracle.
-  grpc::Status PlayCodeDebug(const LoadedModel* model) {
+  // the oracle's trajectory is replayed through the same hooks. `model` is null for the oracle;
+  // `params` (checked) sample the model.
+  grpc::Status PlayCodeDebug(const LoadedModel* model, const engine::SamplingParams& params) {
     const int64_t n = request_.length();
     auto instance = cd::GenerateCodeDebug(static_cast<int>(n),
                                           tasks::MixSeed(static_cast<uint64_t>(request_.seed()),
@@ -418,8 +421,6 @@ class EpisodeCall final : public grpc::ServerWriteReactor<v1::RunEpisodeResponse
               .count();
       played = std::move(e);
     } else {
-      engine::SamplingParams params;
-      params.temperature = request_.temperature();
       agents::EnginePolicyOptions options;
       options.appends = agents::EnginePolicyOptions::Appends::kPrefill;  // long observations
       agents::EnginePolicy policy(model->model.get(), params, options);

@@ -341,6 +341,13 @@ TEST(AgentServiceTest, CodeDebugModelStreamEqualsTheInProcessPlay) {
   }
   // The bundled model fixes programs of 2-4 files nearly always (its card: 45/48).
   EXPECT_GE(correct, 2);
+  // Sampled (temperature 1): seeded by the episode, so the same request plays the same episode.
+  auto sampled = Request("code_debug", "interactive", 4, 31, 7, "nemotron_h-code-debug");
+  sampled.set_temperature(1.0f);
+  Streamed first = RunStream(stub.get(), sampled), second = RunStream(stub.get(), sampled);
+  ASSERT_TRUE(first.status.ok() && second.status.ok()) << first.status.error_message();
+  EXPECT_GT(first.tokens().size(), 0u);
+  EXPECT_EQ(first.tokens(), second.tokens());
 }
 
 TEST(AgentServiceTest, StoredEpisodesSurviveARestartAndAreListedNewestFirst) {
