@@ -100,6 +100,63 @@ class Flags {
   nlohmann::json config_;
 };
 
+// The model and task flags of the checkpoint the trainer wrote to `dir` (its config.json and
+// training.json), as --config keys: what --eval-only and --resume fill in where the command line
+// and --config say nothing. Keys the files do not hold are left out; unreadable files give none.
+nlohmann::json FlagsFromCheckpoint(const std::string& dir) {
+  nlohmann::json out = nlohmann::json::object();
+  auto read = [&](const std::string& name) {
+    auto text = engine::ReadFileToString(dir + "/" + name);
+    nlohmann::json j = text.ok() ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
+    return j.is_object() ? j : nlohmann::json::object();
+  };
+  const nlohmann::json hf = read("config.json"), tj = read("training.json");
+  auto copy = [&](const nlohmann::json& from, const char* key, const char* flag) {
+    if (from.contains(key) && (from[key].is_number() || from[key].is_string())) {
+      out[flag] = from[key];
+    }
+  };
+  const std::string type = hf.value("model_type", "");
+  if (type == "mamba2" || type == "llama" || type == "mistral" || type == "nemotron_h") {
+    out["arch"] = type;
+    copy(hf, "hidden_size", "d-model");
+  }
+  if (type == "mamba2") {
+    copy(hf, "num_hidden_layers", "layers");
+    copy(hf, "state_size", "state");
+    copy(hf, "head_dim", "head-dim");
+    copy(hf, "expand", "expand");
+    copy(hf, "chunk_size", "chunk");
+  } else if (type == "llama" || type == "mistral") {
+    copy(hf, "num_hidden_layers", "layers");
+    copy(hf, "num_attention_heads", "heads");
+    copy(hf, "num_key_value_heads", "kv-heads");
+    copy(hf, "head_dim", "attn-head-dim");
+    copy(hf, "intermediate_size", "ffn");
+    copy(hf, "rope_theta", "rope-theta");
+    copy(hf, "sliding_window", "window");
+  } else if (type == "nemotron_h") {
+    copy(hf, "hybrid_override_pattern", "pattern");
+    copy(hf, "mamba_head_dim", "head-dim");
+    copy(hf, "ssm_state_size", "state");
+    copy(hf, "chunk_size", "chunk");
+    copy(hf, "num_attention_heads", "heads");
+    copy(hf, "num_key_value_heads", "kv-heads");
+    copy(hf, "head_dim", "attn-head-dim");
+    copy(hf, "intermediate_size", "ffn");
+    copy(hf, "time_step_min", "time-step-min");
+    const int64_t heads = hf.value("mamba_num_heads", int64_t{0}),
+                  hd = hf.value("mamba_head_dim", int64_t{0}),
+                  d = hf.value("hidden_size", int64_t{0});
+    if (heads > 0 && hd > 0 && d > 0 && heads * hd % d == 0) out["expand"] = heads * hd / d;
+  }
+  copy(tj, "task", "task");
+  copy(tj, "mode", "mode");
+  copy(tj, "max_len", "max-len");
+  copy(tj, "min_len", "min-len");
+  return out;
+}
+
 struct AgentResult {
   int episodes = 0, exact = 0;
   int64_t tokens = 0;
@@ -309,7 +366,9 @@ int RunTrain(int argc, char** argv) {
            "  running:    --threads 2 --log-every 10 --eval-every 100 --eval-count 128\n"
            "              --eval-length MAX_LEN --checkpoint-every 0 --resume\n"
            "  agent eval: --agent-eval-lengths 5,20 --agent-episodes 64 --agent-seed 1\n"
-           "              --eval-only (no training: evaluate the model in --out)\n"
+           "              --eval-only (no training: evaluate the model in --out; with\n"
+           "              --resume, the model and task flags default to those of the model in\n"
+           "              --out, from its config.json and training.json)\n"
            "  --diagnose N: teacher-forced error breakdown on N held-out examples (by context\n"
            "              and position)\n"
            "  --config FILE: a JSON object with any of these keys (flags override it)\n";
@@ -324,6 +383,20 @@ int RunTrain(int argc, char** argv) {
       return Fail(
           "train",
           absl::InvalidArgumentError(absl::StrCat("--config ", *file, ": not a JSON object")), 2);
+  }
+  {
+    // --eval-only / --resume: the checkpoint's own model and task flags fill in what the command
+    // line and --config leave out.
+    Flags pre(&args, config);
+    const std::string dir = pre.Str("out", "");
+    const bool from_dir = args.Bool("eval-only") || args.Bool("resume") ||
+                          pre.Str("eval-only", "") == "true" || pre.Str("resume", "") == "true";
+    if (from_dir && !dir.empty()) {
+      const nlohmann::json saved = FlagsFromCheckpoint(dir);
+      for (const auto& [k, v] : saved.items()) {
+        if (!config.contains(k)) config[k] = v;
+      }
+    }
   }
   Flags f(&args, config);
   const bool eval_only = args.Bool("eval-only") || f.Str("eval-only", "") == "true";
@@ -540,8 +613,8 @@ int RunTrain(int argc, char** argv) {
       task_name.c_str(), mode_name.c_str(), static_cast<long long>(trainer.model().table().total()),
       trainer.model().Describe().c_str(), o.batch, o.lr, static_cast<long long>(o.steps),
       o.threads);
-  // A checkpoint that does not fit this run's model: say which model it holds (the trainer
-  // wrote its description to DIR/training.json), since the model flags are not read from DIR.
+  // A checkpoint that does not fit this run's model (a flag given that contradicts it, or a
+  // directory the trainer did not write): say which model it holds (its training.json).
   auto mismatch = [&](const absl::Status& st) {
     auto text = engine::ReadFileToString(out + "/training.json");
     const nlohmann::json j =

@@ -150,29 +150,34 @@ TEST_F(TrainCliTest, AnArithmeticRunStillTrainsAndRecordsItsLength) {
   EXPECT_FALSE(tj.contains("min_len"));
 }
 
-// --eval-only / --resume build the model from the flags, not from DIR: a checkpoint of another
-// model is refused, and the message names the model DIR holds beside the one the flags built.
-// --eval-only with the right model flags evaluates whatever the optimizer flags (here --steps
-// differs from the training run's).
-TEST_F(TrainCliTest, AnEvalOnlyOfAnotherModelNamesTheModelTheDirectoryHolds) {
+// --eval-only / --resume take the model and task flags of the model in DIR (its config.json and
+// training.json) where the command line does not give them: a small nemotron_h evaluates with
+// no model flag at all. A flag that contradicts the checkpoint is refused, naming the model DIR
+// holds beside the one the flags built; the optimizer flags do not matter to --eval-only (here
+// --steps and --batch differ from the training run's).
+TEST_F(TrainCliTest, EvalOnlyAndResumeTakeTheModelFlagsOfTheDirectory) {
   const std::string out = (dir_ / "small").string();
   Result trained =
-      RunCli({"train", "--arch", "mamba2", "--max-len", "3", "--steps", "1", "--batch", "4",
-              "--d-model", "32", "--layers", "2", "--eval-every", "100", "--out", out});
+      RunCli({"train", "--arch",          "nemotron_h", "--pattern",       "M*-M-", "--max-len",
+              "3",     "--steps",         "1",          "--batch",         "4",     "--d-model",
+              "32",    "--ffn",           "48",         "--heads",         "2",     "--kv-heads",
+              "1",     "--attn-head-dim", "16",         "--time-step-min", "0.002", "--eval-every",
+              "100",   "--out",           out});
   ASSERT_EQ(trained.code, 0) << trained.err;
-  for (const std::string flag : {"--eval-only", "--resume"}) {
-    Result r = RunCli({"train", flag, "--arch", "mamba2", "--max-len", "3", "--steps", "2",
-                       "--batch", "4", "--eval-count", "4", "--agent-eval-lengths", "3",
-                       "--agent-episodes", "2", "--out", out});
-    EXPECT_EQ(r.code, 1) << flag << ": " << r.err;
-    EXPECT_NE(r.err.find("mamba2 V=285 D=32 L=2"), std::string::npos) << r.err;   // DIR's
-    EXPECT_NE(r.err.find("mamba2 V=285 D=128 L=4"), std::string::npos) << r.err;  // the flags
-  }
-  Result ok = RunCli({"train", "--eval-only", "--arch", "mamba2", "--max-len", "3", "--batch", "4",
-                      "--d-model", "32", "--layers", "2", "--agent-eval-lengths", "3",
-                      "--agent-episodes", "2", "--out", out});
+  const std::string built =
+      "nemotron_h V=285 D=32 pattern=M*-M- N=16 P=16 expand=2 K=4 chunk=64 dt_min=0.002 Hq=2 "
+      "Hkv=1 hd=16 F=48";
+  Result ok = RunCli({"train", "--eval-only", "--diagnose", "4", "--out", out});
   EXPECT_EQ(ok.code, 0) << ok.err;
-  EXPECT_NE(ok.err.find("agent eval: 3-digit addition, 2 episodes"), std::string::npos) << ok.err;
+  EXPECT_NE(ok.err.find(built), std::string::npos) << ok.err;
+  EXPECT_NE(ok.err.find("loaded parameters from"), std::string::npos) << ok.err;
+  for (const std::string flag : {"--eval-only", "--resume"}) {
+    Result r = RunCli({"train", flag, "--d-model", "64", "--steps", "2", "--batch", "8",
+                       "--diagnose", "4", "--out", out});
+    EXPECT_EQ(r.code, 1) << flag << ": " << r.err;
+    EXPECT_NE(r.err.find(built), std::string::npos) << r.err;                    // DIR's model
+    EXPECT_NE(r.err.find("nemotron_h V=285 D=64"), std::string::npos) << r.err;  // the flags'
+  }
 }
 
 TEST_F(TrainCliTest, BadTaskModeAndRangeFlagsExit2NamingTheFlag) {
