@@ -116,39 +116,42 @@ nlohmann::json FlagsFromCheckpoint(const std::string& dir) {
       out[flag] = from[key];
     }
   };
+  // config.json key -> flag, per model_type (the keys each family's ToHfConfigJson writes).
+  using Keys = std::vector<std::pair<const char*, const char*>>;
+  const Keys attention = {{"num_attention_heads", "heads"},
+                          {"num_key_value_heads", "kv-heads"},
+                          {"head_dim", "attn-head-dim"},
+                          {"intermediate_size", "ffn"}};
+  Keys keys;
   const std::string type = hf.value("model_type", "");
-  if (type == "mamba2" || type == "llama" || type == "mistral" || type == "nemotron_h") {
-    out["arch"] = type;
-    copy(hf, "hidden_size", "d-model");
-  }
   if (type == "mamba2") {
-    copy(hf, "num_hidden_layers", "layers");
-    copy(hf, "state_size", "state");
-    copy(hf, "head_dim", "head-dim");
-    copy(hf, "expand", "expand");
-    copy(hf, "chunk_size", "chunk");
+    keys = {{"num_hidden_layers", "layers"},
+            {"state_size", "state"},
+            {"head_dim", "head-dim"},
+            {"expand", "expand"},
+            {"chunk_size", "chunk"}};
   } else if (type == "llama" || type == "mistral") {
-    copy(hf, "num_hidden_layers", "layers");
-    copy(hf, "num_attention_heads", "heads");
-    copy(hf, "num_key_value_heads", "kv-heads");
-    copy(hf, "head_dim", "attn-head-dim");
-    copy(hf, "intermediate_size", "ffn");
-    copy(hf, "rope_theta", "rope-theta");
-    copy(hf, "sliding_window", "window");
+    keys = attention;
+    keys.insert(keys.end(), {{"num_hidden_layers", "layers"},
+                             {"rope_theta", "rope-theta"},
+                             {"sliding_window", "window"}});
   } else if (type == "nemotron_h") {
-    copy(hf, "hybrid_override_pattern", "pattern");
-    copy(hf, "mamba_head_dim", "head-dim");
-    copy(hf, "ssm_state_size", "state");
-    copy(hf, "chunk_size", "chunk");
-    copy(hf, "num_attention_heads", "heads");
-    copy(hf, "num_key_value_heads", "kv-heads");
-    copy(hf, "head_dim", "attn-head-dim");
-    copy(hf, "intermediate_size", "ffn");
-    copy(hf, "time_step_min", "time-step-min");
+    keys = attention;
+    keys.insert(keys.end(), {{"hybrid_override_pattern", "pattern"},
+                             {"mamba_head_dim", "head-dim"},
+                             {"ssm_state_size", "state"},
+                             {"chunk_size", "chunk"},
+                             {"time_step_min", "time-step-min"}});
+    // expand = Mamba heads x head dim / model width.
     const int64_t heads = hf.value("mamba_num_heads", int64_t{0}),
                   hd = hf.value("mamba_head_dim", int64_t{0}),
                   d = hf.value("hidden_size", int64_t{0});
     if (heads > 0 && hd > 0 && d > 0 && heads * hd % d == 0) out["expand"] = heads * hd / d;
+  }
+  if (!keys.empty()) {  // a family the trainer writes
+    out["arch"] = type;
+    copy(hf, "hidden_size", "d-model");
+    for (const auto& [key, flag] : keys) copy(hf, key, flag);
   }
   copy(tj, "task", "task");
   copy(tj, "mode", "mode");
