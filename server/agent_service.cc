@@ -64,7 +64,10 @@ struct EpisodeRequest {
   bool code_debug = false;
   cd::CodeDebugMode debug_mode = cd::CodeDebugMode::kInteractive;
 
-  // The mode's name as stored and reported.
+  // The task's and the mode's names as stored and reported.
+  std::string TaskName() const {
+    return code_debug ? std::string(cd::kTaskName) : std::string(task->name());
+  }
   std::string ModeName() const {
     return std::string(code_debug ? cd::CodeDebugModeName(debug_mode) : tasks::ModeName(mode));
   }
@@ -249,18 +252,11 @@ class EpisodeCall final : public grpc::ServerWriteReactor<v1::RunEpisodeResponse
                                 request_.index(), request_.training());
     const std::string id = NewId("ep");
     {
-      v1::EpisodeEvent event;
-      auto* started = event.mutable_started();
-      started->set_episode_id(id);
-      started->set_prompt(spec.instance.prompt);
-      for (TokenId t : tasks::PromptTokens(spec.instance)) started->add_prompt_tokens(t);
-      started->set_task(std::string(checked_.task->name()));
-      started->set_mode(std::string(tasks::ModeName(checked_.mode)));
-      started->set_policy(request_.policy());
-      started->set_length(request_.length());
-      started->set_seed(request_.seed());
-      started->set_index(request_.index());
-      for (const auto& operand : spec.instance.operands) started->add_operands(operand);
+      v1::EpisodeEvent event =
+          StartedEvent(id, spec.instance.prompt, tasks::PromptTokens(spec.instance));
+      for (const auto& operand : spec.instance.operands) {
+        event.mutable_started()->add_operands(operand);
+      }
       if (!Push(std::move(event))) return Cancelled();
     }
 
@@ -351,19 +347,9 @@ class EpisodeCall final : public grpc::ServerWriteReactor<v1::RunEpisodeResponse
     const std::string id = NewId("ep");
     const std::string mode = checked_.ModeName();
     {
-      v1::EpisodeEvent event;
-      auto* started = event.mutable_started();
-      started->set_episode_id(id);
-      started->set_prompt(instance->prompt);
-      started->add_prompt_tokens(tokens::kBos);
-      for (unsigned char c : instance->prompt) started->add_prompt_tokens(c);
-      started->set_task(cd::kTaskName);
-      started->set_mode(mode);
-      started->set_policy(request_.policy());
-      started->set_length(n);
-      started->set_seed(request_.seed());
-      started->set_index(request_.index());
-      if (!Push(std::move(event))) return Cancelled();
+      std::vector<TokenId> prompt = {tokens::kBos};
+      for (unsigned char c : instance->prompt) prompt.push_back(c);
+      if (!Push(StartedEvent(id, instance->prompt, prompt))) return Cancelled();
     }
 
     const Tokenizer tokenizer;
@@ -410,16 +396,10 @@ class EpisodeCall final : public grpc::ServerWriteReactor<v1::RunEpisodeResponse
     const eval::CodeDebugGame game{&*instance, checked_.debug_mode, instance->seed};
     absl::StatusOr<eval::CodeDebugEpisode> played = absl::InternalError("not played");
     if (model == nullptr) {
-      const auto start = std::chrono::steady_clock::now();
-      auto t = cd::Oracle(*instance, checked_.debug_mode);
-      if (!t.ok()) return ToGrpcStatus(Prefixed(t.status(), "code_debug oracle: "));
-      eval::ReplayCodeDebugEvents(*t, hooks);
-      eval::CodeDebugEpisode e;
-      e.trajectory = std::move(*t);
-      e.wall_ms =
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-              .count();
-      played = std::move(e);
+      eval::OracleCodeDebugAgent oracle;
+      played = std::move(oracle.SolveAll({&game, 1})[0]);
+      if (!played.ok()) return ToGrpcStatus(Prefixed(played.status(), "code_debug oracle: "));
+      eval::ReplayCodeDebugEvents(played->trajectory, hooks);
     } else {
       agents::EnginePolicyOptions options;
       options.appends = agents::EnginePolicyOptions::Appends::kPrefill;  // long observations
@@ -465,6 +445,24 @@ class EpisodeCall final : public grpc::ServerWriteReactor<v1::RunEpisodeResponse
     f->set_stored(true);
     if (!Push(std::move(event))) return Cancelled();
     return grpc::Status::OK;
+  }
+
+  // The `started` event of episode `id`: its prompt (text and tokens, [BOS] first) and the
+  // checked request's task, mode, policy, length, seed and index.
+  v1::EpisodeEvent StartedEvent(const std::string& id, const std::string& prompt,
+                                std::span<const TokenId> prompt_tokens) const {
+    v1::EpisodeEvent event;
+    auto* started = event.mutable_started();
+    started->set_episode_id(id);
+    started->set_prompt(prompt);
+    for (TokenId t : prompt_tokens) started->add_prompt_tokens(t);
+    started->set_task(checked_.TaskName());
+    started->set_mode(checked_.ModeName());
+    started->set_policy(request_.policy());
+    started->set_length(request_.length());
+    started->set_seed(request_.seed());
+    started->set_index(request_.index());
+    return event;
   }
 
   // Queues an event for the client, waiting while the queue is full (back-pressure). False
