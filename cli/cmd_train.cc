@@ -610,12 +610,20 @@ int RunTrain(int argc, char** argv) {
     row_model = std::make_unique<et::TransformerLm>(tc);
   }
   et::Trainer trainer(std::move(row_model), o, &data);
-  std::fprintf(
-      stderr,
-      "tapeloop train: %s/%s, %lld parameters (%s), batch %d, lr %g, %lld steps, %d threads\n",
-      task_name.c_str(), mode_name.c_str(), static_cast<long long>(trainer.model().table().total()),
-      trainer.model().Describe().c_str(), o.batch, o.lr, static_cast<long long>(o.steps),
-      o.threads);
+  if (eval_only) {
+    // The optimizer and schedule flags play no part in an evaluation: not printed.
+    std::fprintf(stderr, "tapeloop train --eval-only: %s/%s, %lld parameters (%s), %d threads\n",
+                 task_name.c_str(), mode_name.c_str(),
+                 static_cast<long long>(trainer.model().table().total()),
+                 trainer.model().Describe().c_str(), o.threads);
+  } else {
+    std::fprintf(
+        stderr,
+        "tapeloop train: %s/%s, %lld parameters (%s), batch %d, lr %g, %lld steps, %d threads\n",
+        task_name.c_str(), mode_name.c_str(),
+        static_cast<long long>(trainer.model().table().total()), trainer.model().Describe().c_str(),
+        o.batch, o.lr, static_cast<long long>(o.steps), o.threads);
+  }
   // A checkpoint that does not fit this run's model (a flag given that contradicts it, or a
   // directory the trainer did not write): say which model it holds (its training.json).
   auto mismatch = [&](const absl::Status& st) {

@@ -171,6 +171,10 @@ TEST_F(TrainCliTest, EvalOnlyAndResumeTakeTheModelFlagsOfTheDirectory) {
   EXPECT_EQ(ok.code, 0) << ok.err;
   EXPECT_NE(ok.err.find(built), std::string::npos) << ok.err;
   EXPECT_NE(ok.err.find("loaded parameters from"), std::string::npos) << ok.err;
+  // An evaluation's header names no optimizer or schedule settings (none of them apply).
+  EXPECT_NE(ok.err.find("tapeloop train --eval-only: addition/pointer"), std::string::npos)
+      << ok.err;
+  EXPECT_EQ(ok.err.find(", lr "), std::string::npos) << ok.err;
   for (const std::string flag : {"--eval-only", "--resume"}) {
     Result r = RunCli({"train", flag, "--d-model", "64", "--steps", "2", "--batch", "8",
                        "--diagnose", "4", "--out", out});
