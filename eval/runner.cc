@@ -275,6 +275,27 @@ absl::Status CancelledError(int64_t ran) {
 
 }  // namespace
 
+struct PreparedRun::State {
+  EvalOptions options;
+  std::vector<LoadedModel> models;
+  nlohmann::json config;
+};
+
+PreparedRun::PreparedRun(std::unique_ptr<State> state) : state_(std::move(state)) {}
+PreparedRun::PreparedRun(PreparedRun&&) noexcept = default;
+PreparedRun& PreparedRun::operator=(PreparedRun&&) noexcept = default;
+PreparedRun::~PreparedRun() = default;
+
+const nlohmann::json& PreparedRun::config() const { return state_->config; }
+
+absl::StatusOr<PreparedRun> PrepareRun(const EvalOptions& options) {
+  auto state = std::make_unique<PreparedRun::State>();
+  ASSIGN_OR_RETURN(state->models, LoadModels(options));
+  state->options = options;
+  state->config = ConfigOf(options, state->models);
+  return PreparedRun(std::move(state));
+}
+
 absl::StatusOr<nlohmann::json> RunConfig(const EvalOptions& options) {
   ASSIGN_OR_RETURN(auto models, LoadModels(options));
   return ConfigOf(options, models);
@@ -299,8 +320,18 @@ int64_t PlannedEpisodes(const nlohmann::json& config) {
 
 absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
                                         const std::function<void(const Progress&)>& progress) {
-  ASSIGN_OR_RETURN(std::vector<LoadedModel> models, LoadModels(options));
-  const nlohmann::json config = ConfigOf(options, models);
+  ASSIGN_OR_RETURN(PreparedRun prepared, PrepareRun(options));
+  return RunEvaluation(std::move(prepared), progress);
+}
+
+absl::StatusOr<RunResult> RunEvaluation(PreparedRun prepared,
+                                        const std::function<void(const Progress&)>& progress) {
+  if (prepared.state_ == nullptr) {
+    return absl::FailedPreconditionError("eval: this prepared run was already run (moved from)");
+  }
+  const EvalOptions& options = prepared.state_->options;
+  std::vector<LoadedModel>& models = prepared.state_->models;
+  const nlohmann::json& config = prepared.state_->config;
   ASSIGN_OR_RETURN(auto db, store::Database::Open(options.db_path));
   ResultsStore results(db.get());
   ASSIGN_OR_RETURN(std::string run_id, results.BeginRun(config, std::string(Version())));

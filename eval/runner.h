@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -86,9 +87,41 @@ struct RunResult {
 absl::StatusOr<RunResult> RunEvaluation(const EvalOptions& options,
                                         const std::function<void(const Progress&)>& progress = {});
 
+// A run whose checkpoints are loaded and whose identifying configuration is known, not yet run:
+// for callers that need the run id before running (a server answering "started"), so the models
+// are loaded once. Move-only; RunEvaluation(PreparedRun) consumes it.
+class PreparedRun {
+ public:
+  PreparedRun(PreparedRun&&) noexcept;
+  PreparedRun& operator=(PreparedRun&&) noexcept;
+  ~PreparedRun();
+
+  // The configuration that identifies the run (RunConfig's): its run id is a hash of it.
+  const nlohmann::json& config() const;
+
+  struct State;  // runner.cc
+
+ private:
+  explicit PreparedRun(std::unique_ptr<State> state);
+  friend absl::StatusOr<PreparedRun> PrepareRun(const EvalOptions& options);
+  friend absl::StatusOr<RunResult> RunEvaluation(
+      PreparedRun prepared, const std::function<void(const Progress&)>& progress);
+
+  std::unique_ptr<State> state_;
+};
+
+// Validates `options` and loads its checkpoints (a copy of `options` is kept, cancel pointer
+// included). Errors as RunEvaluation's before it runs anything.
+absl::StatusOr<PreparedRun> PrepareRun(const EvalOptions& options);
+
+// Runs a prepared run: the same as RunEvaluation(options) with the options it was prepared from.
+// FAILED_PRECONDITION for a moved-from PreparedRun.
+absl::StatusOr<RunResult> RunEvaluation(PreparedRun prepared,
+                                        const std::function<void(const Progress&)>& progress = {});
+
 // The configuration that identifies a run of `options` (its run id is a hash of it); model
-// fingerprints come from the loaded checkpoints, so this loads them. Used by RunEvaluation and by
-// callers that need the id before running (a server answering "started").
+// fingerprints come from the loaded checkpoints, so this loads them (PrepareRun(options)
+// ->config() without keeping them).
 absl::StatusOr<nlohmann::json> RunConfig(const EvalOptions& options);
 
 // Episodes a run of `config` (as RunConfig returns it) holds at most: every cell of every entry

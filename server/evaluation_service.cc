@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -174,8 +175,8 @@ absl::Status Prefixed(const absl::Status& s, const std::string& prefix) {
 // One run started (or resumed) by this process.
 struct EvaluationService::Job {
   std::string id, owner;
-  eval::EvalOptions options;
-  std::vector<std::string> missing;  // the suite's absent checkpoints (names)
+  std::optional<eval::PreparedRun> prepared;  // its models loaded; the worker consumes it
+  std::vector<std::string> missing;           // the suite's absent checkpoints (names)
   std::atomic<bool> cancel{false};
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 
@@ -200,7 +201,7 @@ std::shared_ptr<EvaluationService::Job> EvaluationService::FindJob(const std::st
 
 void EvaluationService::Work(std::shared_ptr<Job> job) {
   absl::StatusOr<eval::RunResult> result =
-      eval::RunEvaluation(job->options, [&](const eval::Progress& p) {
+      eval::RunEvaluation(std::move(*job->prepared), [&](const eval::Progress& p) {
         std::lock_guard<std::mutex> lock(job->mu);
         job->progress = p;
         job->progress_seen = true;
@@ -313,10 +314,17 @@ grpc::ServerUnaryReactor* EvaluationService::StartEvaluation(
     if (!options.ok()) return options.status();
     options->owner = principal;
     options->db_path = ctx_->db_path;
-    // Loads the models (their fingerprints are part of the run's identity) and checks the
-    // rest of the configuration.
-    auto config = eval::RunConfig(*options);
-    if (!config.ok()) return Prefixed(config.status(), "request: ");
+    auto job = std::make_shared<Job>();
+    job->owner = principal;
+    for (const auto& m : options->missing) {
+      job->missing.push_back(fs::path(m).lexically_normal().filename().string());
+    }
+    options->cancel = &job->cancel;
+    // Loads the models, once: their fingerprints are part of the run's identity, and the worker
+    // runs on them. Checks the rest of the configuration.
+    auto prepared = eval::PrepareRun(*options);
+    if (!prepared.ok()) return Prefixed(prepared.status(), "request: ");
+    const nlohmann::json& config = prepared->config();
     // The run exists in the database before the answer names it (the worker's own BeginRun
     // then finds it: INSERT OR IGNORE).
     std::string run_id;
@@ -324,19 +332,12 @@ grpc::ServerUnaryReactor* EvaluationService::StartEvaluation(
       auto db = store::Database::Open(ctx_->db_path);
       if (!db.ok()) return db.status();
       eval::ResultsStore results(db->get());
-      auto begun = results.BeginRun(*config, std::string(Version()));
+      auto begun = results.BeginRun(config, std::string(Version()));
       if (!begun.ok()) return begun.status();
       run_id = *begun;
     }
-
-    auto job = std::make_shared<Job>();
     job->id = run_id;
-    job->owner = principal;
-    for (const auto& m : options->missing) {
-      job->missing.push_back(fs::path(m).lexically_normal().filename().string());
-    }
-    job->options = std::move(*options);
-    job->options.cancel = &job->cancel;
+    job->prepared.emplace(std::move(*prepared));
     {
       std::lock_guard<std::mutex> lock(mu_);
       ReapLocked();

@@ -3,12 +3,12 @@
 // directory and database.
 //
 // StartEvaluation checks the request (every refusal names its field), builds eval::EvalOptions
-// with the caller as the run's owner, computes the run's id (eval::RunConfig: a hash of the
-// configuration, the models' fingerprints and the owner) and starts eval::RunEvaluation on a
-// worker thread of its own; it answers at once. The runner stores finished episodes in batches,
-// each in one transaction, in the server's SQLite file (tables eval_runs / eval_episodes), so
-// progress, cells and report are always read back from the database, and a run that was
-// cancelled, failed or interrupted by a restart resumes when started again.
+// with the caller as the run's owner, loads the models once (eval::PrepareRun) and computes the
+// run's id (a hash of the configuration, the models' fingerprints and the owner), then runs
+// eval::RunEvaluation on those models on a worker thread of its own; it answers at once. The runner
+// stores finished episodes in batches, each in one transaction, in the server's SQLite file (tables
+// eval_runs / eval_episodes), so progress, cells and report are always read back from the database,
+// and a run that was cancelled, failed or interrupted by a restart resumes when started again.
 //
 // Ownership: a run is visible only to the principal that started it (NOT_FOUND for anyone
 // else); its owner is part of its stored configuration.

@@ -176,6 +176,52 @@ TEST_F(RunnerTest, CancelStopsTheRunAndARerunResumes) {
       << rest->markdown;
 }
 
+// A prepared run is the run RunEvaluation(options) makes, on the checkpoints loaded when it was
+// prepared: they are not read again (here the directory is gone by the time it runs).
+TEST_F(RunnerTest, PreparedRunIsTheSameRunOnTheModelsItLoaded) {
+  const std::string model = RandomModel();
+  EvalOptions o;
+  o.entries = {{model, {"pointer", "direct"}}, {"oracle", {"pointer"}}};
+  o.tasks = {"addition"};
+  o.lengths = {3, 7};
+  o.episodes = 3;
+  o.seeds = {4, 9};
+  o.db_path = (dir_ / "direct.db").string();
+  auto direct = RunEvaluation(o);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+
+  EvalOptions p = o;
+  p.db_path = (dir_ / "prepared.db").string();
+  auto prepared = PrepareRun(p);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  auto config = RunConfig(p);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(prepared->config(), *config);
+  fs::remove_all(model);
+  EXPECT_EQ(RunConfig(p).status().code(), absl::StatusCode::kNotFound);  // a reload would fail
+
+  PreparedRun taken = std::move(*prepared);
+  auto moved_from = RunEvaluation(std::move(*prepared));
+  EXPECT_EQ(moved_from.status().code(), absl::StatusCode::kFailedPrecondition)
+      << moved_from.status();
+  auto run = RunEvaluation(std::move(taken));
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->run_id, direct->run_id);
+  EXPECT_EQ(run->ran, direct->ran);
+  EXPECT_EQ(run->ran, 3 * 2 * 2 * 3);
+  // The accuracy tables agree; the cost table holds wall times, which differ run to run.
+  auto tables = [](const std::string& md) { return md.substr(0, md.find("\nCost per episode")); };
+  EXPECT_EQ(tables(run->markdown), tables(direct->markdown));
+  EXPECT_NE(run->markdown.find("| oracle / pointer | ?->7 (100%) |"), std::string::npos)
+      << run->markdown;
+
+  EvalOptions bad = o;
+  bad.entries = {{(dir_ / "absent").string(), {"pointer"}}};
+  auto refused = PrepareRun(bad);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(refused.status().message().find("absent"), std::string::npos) << refused.status();
+}
+
 TEST_F(RunnerTest, BadOptionsNameTheProblem) {
   EvalOptions o;
   o.entries = {{"oracle", {"pointer"}}};

@@ -5,8 +5,10 @@
 #include "server/evaluation_service.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -268,6 +270,44 @@ TEST(EvaluationServiceLimitTest, MaxRunningRunsThatManyAtOnce) {
   EXPECT_TRUE(status.ok()) << status.error_message();
   EXPECT_TRUE(service.WaitIdle(std::chrono::seconds(60)));
   f.Stop();
+}
+
+// StartEvaluation loads the checkpoints once and the run plays on those: a checkpoint removed
+// from the models directory right after the answer does not fail the run.
+TEST(EvaluationServiceLoadTest, TheRunPlaysOnTheModelsLoadedWhenItWasStarted) {
+  const std::filesystem::path models =
+      std::filesystem::temp_directory_path() /
+      ("tapeloop_eval_models_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(models);
+  std::filesystem::create_directories(models);
+  std::filesystem::copy(std::string(TAPELOOP_SOURCE_DIR) + "/models/mamba2-pointer",
+                        models / "mamba2-pointer");
+  ServiceFixture f(models.string());
+  EvaluationService service(f.context());
+  f.Start({&service});
+  auto stub = v1::Evaluation::NewStub(f.channel());
+  v1::StartEvaluationRequest r;
+  r.add_models("mamba2-pointer");
+  r.add_tasks("addition");
+  r.add_lengths(4);
+  r.add_lengths(9);
+  r.set_episodes(5);
+  grpc::Status status;
+  const std::string id = Start(stub.get(), r, "", &status).evaluation_id();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::filesystem::remove_all(models / "mamba2-pointer");
+  v1::EvaluationRun done = WaitDone(stub.get(), "", id);
+  EXPECT_EQ(done.state(), v1::EVALUATION_STATE_SUCCEEDED) << done.error();
+  EXPECT_EQ(done.episodes_done(), 10);
+  for (const auto& c : done.cells()) EXPECT_EQ(c.accuracy(), 1.0) << c.length();
+  // Now that it is gone, a new run of it is refused naming it.
+  r.set_episodes(6);
+  Start(stub.get(), r, "", &status);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << status.error_message();
+  EXPECT_NE(status.error_message().find("mamba2-pointer"), std::string::npos)
+      << status.error_message();
+  f.Stop();
+  std::filesystem::remove_all(models);
 }
 
 // A server stopped while a run plays leaves it INTERRUPTED; a new server over the same file
