@@ -100,17 +100,21 @@ class Flags {
   nlohmann::json config_;
 };
 
+// The JSON object in the file at `path`; an empty object when it cannot be read or parsed, or
+// holds something else.
+nlohmann::json ReadJsonObject(const std::string& path) {
+  auto text = engine::ReadFileToString(path);
+  nlohmann::json j = text.ok() ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
+  return j.is_object() ? j : nlohmann::json::object();
+}
+
 // The model and task flags of the checkpoint the trainer wrote to `dir` (its config.json and
 // training.json), as --config keys: what --eval-only and --resume fill in where the command line
 // and --config say nothing. Keys the files do not hold are left out; unreadable files give none.
 nlohmann::json FlagsFromCheckpoint(const std::string& dir) {
   nlohmann::json out = nlohmann::json::object();
-  auto read = [&](const std::string& name) {
-    auto text = engine::ReadFileToString(dir + "/" + name);
-    nlohmann::json j = text.ok() ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
-    return j.is_object() ? j : nlohmann::json::object();
-  };
-  const nlohmann::json hf = read("config.json"), tj = read("training.json");
+  const nlohmann::json hf = ReadJsonObject(dir + "/config.json"),
+                       tj = ReadJsonObject(dir + "/training.json");
   auto copy = [&](const nlohmann::json& from, const char* key, const char* flag) {
     if (from.contains(key) && (from[key].is_number() || from[key].is_string())) {
       out[flag] = from[key];
@@ -627,10 +631,8 @@ int RunTrain(int argc, char** argv) {
   // A checkpoint that does not fit this run's model (a flag given that contradicts it, or a
   // directory the trainer did not write): say which model it holds (its training.json).
   auto mismatch = [&](const absl::Status& st) {
-    auto text = engine::ReadFileToString(out + "/training.json");
-    const nlohmann::json j =
-        text.ok() ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
-    if (!j.is_object() || !j.contains("model") || !j["model"].is_string()) return st;
+    const nlohmann::json j = ReadJsonObject(out + "/training.json");
+    if (!j.contains("model") || !j["model"].is_string()) return st;
     const std::string theirs = j["model"].get<std::string>();
     if (theirs == trainer.model().Describe()) return st;
     return absl::Status(
